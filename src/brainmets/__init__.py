@@ -1,0 +1,3 @@
+"""brainmets: brain-metastasis segmentation experiments (modality study, two-stage model)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from brainmets.cli import main
+
+sys.exit(main())

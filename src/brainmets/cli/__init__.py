@@ -1,0 +1,72 @@
+"""`brainmets <verb>`: thin argument parsing; each verb lives in its own module.
+
+A verb module in this package defines ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int``. Modules import only argparse-level things at import
+time; heavy libraries (torch, MONAI, MLflow) are imported inside ``run`` so that
+``brainmets --help`` and torch-free verbs (evaluate, tables) start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pkgutil
+import sys
+
+from brainmets import __version__
+from brainmets.errors import BrainmetsError
+
+# Order in `brainmets --help`: the order of the pipeline.
+_ORDER = [
+    "synth", "index", "split", "preprocess", "train", "predict", "evaluate",
+    "select", "tables", "figures", "report", "tracking",
+]
+
+
+def _verb_modules() -> list[str]:
+    found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return sorted(found, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brainmets",
+        description="Brain-metastasis segmentation experiments: data, training, inference, "
+        "evaluation and reporting. The Snakemake workflow calls these verbs.",
+    )
+    parser.add_argument("--version", action="version", version=f"brainmets {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
+    for name in _verb_modules():
+        mod = importlib.import_module(f"{__name__}.{name}")
+        verb = name.replace("_", "-")
+        p = sub.add_parser(verb, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except BrainmetsError as exc:
+        if args.verbose:
+            raise
+        print(f"brainmets {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"brainmets {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
