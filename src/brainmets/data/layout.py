@@ -1,0 +1,514 @@
+"""Discover and validate a BraTS-MET cohort, and build the case table ``cases.tsv``.
+
+A cohort root holds one directory per case::
+
+    <root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz
+
+This module is the single place where raw NIfTI files are checked. Every
+problem a later stage could trip over (a missing or misnamed sequence, a
+truncated download, grids that disagree, labels outside BraTS-MET's 0..3,
+NaN intensities, ...) is caught here and reported as a
+:class:`~brainmets.errors.CaseError` naming the case, the file and what was
+expected, so that a training job hours later never fails on a bad file.
+
+Each file is decoded completely (the gzip stream is read to its end, so its
+CRC and length are checked), and one volume at a time is held in memory.
+
+Only numpy, nibabel, pandas and cc3d are used: no torch or MONAI, so indexing
+runs in light jobs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from brainmets.constants import LABELS, MODALITIES, SEG_SUFFIX
+from brainmets.errors import BrainmetsError, CaseError
+
+log = logging.getLogger(__name__)
+
+#: File suffixes of one case, in the order they are read and listed in ``cases.tsv``.
+CASE_FILES: tuple[str, ...] = (*MODALITIES, SEG_SUFFIX)
+NIFTI_EXT = ".nii.gz"
+
+#: Columns of ``cases.tsv``, in order (the contract in docs/architecture.md).
+COUNT_COLUMNS: tuple[str, ...] = ("n_lesions", "n_netc", "n_snfh", "n_et")
+VOLUME_COLUMNS: tuple[str, ...] = ("vol_netc", "vol_snfh", "vol_et", "vol_wt")
+CASE_COLUMNS: tuple[str, ...] = (
+    "case", "status", "reason", "root", *CASE_FILES, "shape", "spacing",
+    *COUNT_COLUMNS, *VOLUME_COLUMNS,
+)
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+ON_BAD_CASE = ("fail", "skip")
+
+#: Two images of a case are on the same grid when their affines agree to this (mm).
+AFFINE_TOLERANCE = 1e-4
+#: Lesions are 26-connected components (voxels touching by a face, edge or corner).
+CONNECTIVITY = 26
+
+_VALID_LABELS = (0, *sorted(LABELS))
+# Names other conventions use for each file; used only to explain a misnamed file.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "t1n": ("t1n", "t1", "t1w", "t1native"),
+    "t1c": ("t1c", "t1ce", "t1gd", "t1post", "t1wce"),
+    "t2w": ("t2w", "t2"),
+    "t2f": ("t2f", "flair", "t2flair"),
+    "seg": ("seg", "label", "labels", "mask", "gt"),
+}
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover_cases(root: str | Path) -> list[str]:
+    """Case ids of a cohort: the names of the directories directly under ``root``, sorted.
+
+    Stray files in ``root`` (a README, a zip) are ignored with a warning; hidden
+    entries (``.DS_Store``, ``.snakemake``) silently. A missing root, a root that
+    is not a directory or one without any case directory is a
+    :class:`BrainmetsError`.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise BrainmetsError(f"cohort root {root} does not exist; expected a directory with one folder per case")
+    if not root.is_dir():
+        raise BrainmetsError(f"cohort root {root} is not a directory")
+    cases, stray = [], []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        (cases if entry.is_dir() else stray).append(entry.name)
+    if stray:
+        shown = ", ".join(stray[:10]) + (f" and {len(stray) - 10} more" if len(stray) > 10 else "")
+        log.warning("ignoring %d file(s) in cohort root %s that are not case directories: %s", len(stray), root, shown)
+    if not cases:
+        hint = ""
+        if any(name.endswith((".nii.gz", ".nii")) for name in stray):
+            hint = "; the NIfTI files lie directly in the root, but each case needs its own directory"
+        raise BrainmetsError(
+            f"no case directories in cohort root {root}; expected "
+            f"{root}/<case>/<case>-{{{','.join(CASE_FILES)}}}{NIFTI_EXT}{hint}"
+        )
+    return cases
+
+
+def expected_path(root: str | Path, case: str, suffix: str) -> Path:
+    """Where the BraTS-MET layout puts file ``suffix`` (a modality or ``seg``) of ``case``."""
+    return Path(root) / case / f"{case}-{suffix}{NIFTI_EXT}"
+
+
+def case_files(root: str | Path, case: str) -> dict[str, Path]:
+    """Paths of a case's four sequences and segmentation, keyed by suffix (``t1n`` ... ``seg``).
+
+    Raises :class:`CaseError` naming every missing file, what the directory
+    holds instead, and which of those look like a misnamed version of a
+    missing file (``_t1c`` instead of ``-t1c``, ``t1ce``, ``flair``, ``.nii``).
+    """
+    case_dir = Path(root) / case
+    if not case_dir.is_dir():
+        raise CaseError(case, case_dir, "case directory not found")
+    paths = {suffix: expected_path(root, case, suffix) for suffix in CASE_FILES}
+    missing = [suffix for suffix, path in paths.items() if not path.is_file()]
+    if not missing:
+        return paths
+    found = sorted(p.name for p in case_dir.iterdir() if not p.name.startswith("."))
+    expected = ", ".join(paths[s].name for s in missing)
+    hints = [_misnamed_hint(case, suffix, found) for suffix in missing]
+    hint = "; ".join(h for h in hints if h)
+    found_text = ", ".join(found) if found else "nothing"
+    raise CaseError(
+        case,
+        case_dir,
+        f"missing {', '.join(missing)}: expected {expected}; found {found_text}",
+        hint or None,
+    )
+
+
+def _misnamed_hint(case: str, suffix: str, found: Iterable[str]) -> str:
+    """Point at a file that is probably ``suffix`` under another naming convention."""
+    wanted = f"{case}-{suffix}{NIFTI_EXT}"
+    for name in found:
+        stem = name.removesuffix(".gz").removesuffix(".nii").lower()
+        token = stem.replace("_", "-").rsplit("-", 1)[-1]
+        if token in _ALIASES[suffix] and name != wanted:
+            return f"{name} looks like the {suffix} file: rename it to {wanted}"
+    return ""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_nifti(case: str, path: Path) -> Any:
+    """Decode a whole ``.nii.gz`` and return an in-memory nibabel image.
+
+    The gzip stream is decompressed to its end in one go, which verifies its
+    CRC and length: a truncated download or flipped bytes fail here rather
+    than being half-read by a lazy loader.
+    """
+    import nibabel as nib
+
+    try:
+        compressed = path.read_bytes()
+    except OSError as exc:
+        raise CaseError(case, path, f"cannot read the file ({exc.strerror or exc})") from exc
+    try:
+        raw = gzip.decompress(compressed)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CaseError(
+            case, path, f"unreadable gzip data ({type(exc).__name__}: {exc})",
+            "expected a complete gzip-compressed NIfTI file; the file is truncated or corrupt, copy it again",
+        ) from exc
+    if len(raw) < 4:
+        raise CaseError(case, path, f"not a NIfTI file ({len(raw)} bytes after decompression)")
+    # sizeof_hdr: 348 for NIfTI-1, 540 for NIfTI-2, in either byte order.
+    sizeof_hdr = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+    image_class = nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image
+    try:
+        return image_class.from_bytes(raw)
+    except Exception as exc:  # nibabel raises several types for a bad header
+        raise CaseError(
+            case, path, f"not a valid NIfTI image ({type(exc).__name__}: {exc})",
+            "expected a NIfTI-1 or NIfTI-2 image",
+        ) from exc
+
+
+def _voxels(case: str, path: Path, image: Any) -> np.ndarray:
+    """The image's voxel array (scaled by scl_slope/inter as nibabel does)."""
+    try:
+        return np.asanyarray(image.dataobj)
+    except Exception as exc:  # e.g. fewer data bytes than the header's dimensions need
+        raise CaseError(
+            case, path, f"cannot read the voxel data ({type(exc).__name__}: {exc})",
+            "the file is truncated or its header does not match its data",
+        ) from exc
+
+
+def _format_shape(shape: Iterable[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _format_spacing(zooms: Iterable[float]) -> str:
+    # zooms are float32 in the header: round so 1.2 is written as 1.2, not 1.2000000476837158.
+    return "x".join(repr(round(float(z), 6)) for z in zooms)
+
+
+def _format_values(values: np.ndarray, counts: np.ndarray, limit: int = 8) -> str:
+    shown = [f"{v:g} ({c} voxel{'s' if c != 1 else ''})" for v, c in zip(values[:limit], counts[:limit])]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(shown) + more
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_case(root: str | Path, case: str) -> dict[str, Any]:
+    """Check every file of one case and return its ``cases.tsv`` row.
+
+    Raises :class:`CaseError` on the first problem found: a missing or
+    misnamed file, unreadable or corrupt data, an image that is not 3D,
+    shapes or affines that disagree with the case's first sequence, non-finite
+    or all-zero intensities, and segmentation values that are not the integers
+    0..3. An empty segmentation is valid (a case without visible lesions).
+
+    Counts are 26-connected components: ``n_lesions`` of the whole tumour
+    (labels 1|2|3), ``n_netc``/``n_snfh``/``n_et`` of each label alone.
+    Volumes are in mm^3 from the segmentation header's voxel spacing.
+    """
+    root_abs = Path(os.path.abspath(root))
+    paths = case_files(root_abs, case)
+    reference: tuple[str, Path, tuple[int, ...], np.ndarray] | None = None
+    seg = zooms = None
+    for suffix in CASE_FILES:
+        path = paths[suffix]
+        image = _read_nifti(case, path)
+        shape = tuple(int(s) for s in image.shape)
+        if len(shape) != 3:
+            raise CaseError(case, path, f"image has shape {shape} ({len(shape)}D); expected a 3D volume")
+        affine = np.asarray(image.affine, dtype=np.float64)
+        if reference is None:
+            reference = (suffix, path, shape, affine)
+        else:
+            _check_same_grid(case, reference, path, shape, affine)
+        data = _voxels(case, path, image)
+        if suffix == SEG_SUFFIX:
+            zooms = _check_spacing(case, path, image)
+            seg = _check_labels(case, path, data)
+        else:
+            _check_intensities(case, path, data)
+        del image, data  # one volume in memory at a time
+
+    assert seg is not None and zooms is not None and reference is not None
+    row: dict[str, Any] = {
+        "case": case,
+        "status": STATUS_OK,
+        "reason": "",
+        "root": str(root_abs),
+        **{suffix: str(paths[suffix]) for suffix in CASE_FILES},
+        "shape": _format_shape(reference[2]),
+        "spacing": _format_spacing(zooms),
+    }
+    row.update(lesion_statistics(seg, zooms))
+    return row
+
+
+def _check_spacing(case: str, path: Path, image: Any) -> tuple[float, ...]:
+    """Voxel spacing (mm) from the header; volumes in mm^3 depend on it."""
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise CaseError(
+            case, path, f"voxel spacing {zooms} in the header is not positive",
+            "expected pixdim[1:4] > 0 (mm); volumes cannot be computed",
+        )
+    return zooms
+
+
+def _check_same_grid(
+    case: str,
+    reference: tuple[str, Path, tuple[int, ...], np.ndarray],
+    path: Path,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+) -> None:
+    """All files of a case must share one voxel grid: same shape, same affine."""
+    _, ref_path, ref_shape, ref_affine = reference
+    if shape != ref_shape:
+        raise CaseError(
+            case, path,
+            f"shape {_format_shape(shape)} differs from {ref_path.name} ({_format_shape(ref_shape)})",
+            "expected all sequences and the segmentation on the same voxel grid (co-registered, same resolution)",
+        )
+    if not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE):
+        diff = float(np.max(np.abs(affine - ref_affine)))
+        raise CaseError(
+            case, path,
+            f"affine differs from {ref_path.name} by up to {diff:.3g} "
+            f"(tolerance {AFFINE_TOLERANCE:g})",
+            "expected all sequences and the segmentation on the same voxel grid (same orientation, origin and spacing)",
+        )
+
+
+def _check_intensities(case: str, path: Path, data: np.ndarray) -> None:
+    if np.issubdtype(data.dtype, np.floating):
+        n_nan = int(np.count_nonzero(np.isnan(data)))
+        n_inf = int(np.count_nonzero(np.isinf(data)))
+        if n_nan or n_inf:
+            found = ", ".join(
+                f"{n} {name} voxel{'s' if n != 1 else ''}" for n, name in ((n_nan, "NaN"), (n_inf, "Inf")) if n
+            )
+            raise CaseError(case, path, f"non-finite intensities: {found}", "expected finite values in every voxel")
+    if not np.any(data):
+        raise CaseError(case, path, "all voxels are zero", "expected an MR image; the sequence is empty")
+
+
+def _check_labels(case: str, path: Path, data: np.ndarray) -> np.ndarray:
+    """Validate BraTS-MET labels and return them as uint8."""
+    expected = "expected integer labels " + ", ".join(
+        ["0 background"] + [f"{v} {name}" for v, name in sorted(LABELS.items())]
+    )
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        if not finite.all():
+            n_bad = int(data.size - finite.sum())
+            raise CaseError(case, path, f"non-finite label values in {n_bad} voxel{'s' if n_bad != 1 else ''}", expected)
+        fractional = data != np.round(data)
+        if fractional.any():
+            values, counts = np.unique(data[fractional], return_counts=True)
+            raise CaseError(case, path, f"non-integer label values {_format_values(values, counts)}", expected)
+    elif not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
+        raise CaseError(case, path, f"segmentation has data type {data.dtype}", expected)
+    outside = (data < 0) | (data > max(_VALID_LABELS))
+    if outside.any():
+        values, counts = np.unique(data[outside], return_counts=True)
+        hint = expected
+        if 4 in values and 3 not in np.unique(data):
+            hint += "; label 4 is the BraTS 2021 enhancing-tumour label: relabel 4 to 3"
+        raise CaseError(
+            case, path,
+            f"label values {_format_values(values, counts)} outside {{{', '.join(map(str, _VALID_LABELS))}}}",
+            hint,
+        )
+    return data.astype(np.uint8, copy=False)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Smallest box holding every True voxel, or None when there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def count_components(mask: np.ndarray) -> int:
+    """Number of 26-connected components of a boolean mask."""
+    import cc3d
+
+    if not mask.any():
+        return 0
+    _, n = cc3d.connected_components(mask, connectivity=CONNECTIVITY, return_N=True, binary_image=True)
+    return int(n)
+
+
+def lesion_statistics(labels: np.ndarray, spacing: Iterable[float]) -> dict[str, float | int]:
+    """Lesion counts (26-connected components) and volumes (mm^3) of a BraTS-MET label map."""
+    voxel_mm3 = float(np.prod([float(s) for s in spacing]))
+    counts = np.bincount(labels.ravel(), minlength=4)[:4]
+    whole = labels > 0
+    box = _bounding_box(whole)
+    # Components are found inside the tumour's bounding box: same answer, a fraction of the work.
+    cropped = labels[box] if box is not None else labels[:0, :0, :0]
+    stats: dict[str, float | int] = {
+        "n_lesions": count_components(cropped > 0),
+        "n_netc": count_components(cropped == 1),
+        "n_snfh": count_components(cropped == 2),
+        "n_et": count_components(cropped == 3),
+        "vol_netc": float(counts[1]) * voxel_mm3,
+        "vol_snfh": float(counts[2]) * voxel_mm3,
+        "vol_et": float(counts[3]) * voxel_mm3,
+        "vol_wt": float(counts[1:].sum()) * voxel_mm3,
+    }
+    return stats
+
+
+# --------------------------------------------------------------------------- cohort
+
+
+def _index_one(root: str, case: str) -> dict[str, Any]:
+    """Worker: a case's row, or a skipped row carrying the reason (errors do not cross processes)."""
+    try:
+        return validate_case(root, case)
+    except CaseError as exc:
+        row: dict[str, Any] = {column: None for column in CASE_COLUMNS}
+        row.update(case=case, status=STATUS_SKIPPED, reason=_one_line(str(exc)), root=str(root))
+        return row
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def index_cohort(
+    root: str | Path,
+    on_bad_case: str = "fail",
+    workers: int = 1,
+    progress: bool = True,
+) -> "pandas.DataFrame":  # noqa: F821
+    """Validate every case under ``root`` and return the case table (``CASE_COLUMNS``).
+
+    ``on_bad_case="fail"`` checks all cases and then raises one
+    :class:`BrainmetsError` listing every bad case with its problem, so a
+    cohort is fixed in one round instead of one case per run.
+    ``on_bad_case="skip"`` keeps bad cases in the table with
+    ``status=skipped`` and the reason, and logs each of them; a cohort in
+    which no case is valid is still an error.
+
+    ``workers > 1`` validates cases in a process pool; each worker holds one
+    volume at a time. Rows come back in case order whatever the worker count.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    if on_bad_case not in ON_BAD_CASE:
+        raise BrainmetsError(f"on_bad_case must be one of {', '.join(ON_BAD_CASE)}, got {on_bad_case!r}")
+    if workers < 1:
+        raise BrainmetsError(f"workers must be at least 1, got {workers}")
+    root_abs = os.path.abspath(root)
+    cases = discover_cases(root_abs)
+    bar = tqdm(total=len(cases), desc="index", unit="case", disable=not progress)
+    rows: list[dict[str, Any]] = []
+    try:
+        if workers == 1 or len(cases) == 1:
+            for case in cases:
+                rows.append(_index_one(root_abs, case))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(cases))) as pool:
+                for row in pool.map(_index_one, [root_abs] * len(cases), cases):
+                    rows.append(row)
+                    bar.update()
+    finally:
+        bar.close()
+
+    bad = [row for row in rows if row["status"] != STATUS_OK]
+    if bad and on_bad_case == "fail":
+        listing = "\n".join(f"  - {row['reason']}" for row in bad)
+        raise BrainmetsError(
+            f"{len(bad)} of {len(rows)} cases in {root_abs} failed validation:\n{listing}\n"
+            "fix these files, or index the other cases with --on-bad-case skip "
+            "(bad cases are then kept in the table with status=skipped)"
+        )
+    for row in bad:
+        log.warning("skipping %s", row["reason"])
+    if len(bad) == len(rows):
+        raise BrainmetsError(
+            f"none of the {len(rows)} cases in {root_abs} is valid (first problem: {bad[0]['reason']}); "
+            "check the cohort root and the file naming"
+        )
+    table = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
+    for column in COUNT_COLUMNS:
+        table[column] = table[column].astype("Int64")
+    for column in VOLUME_COLUMNS:
+        table[column] = table[column].astype("float64")
+    return table
+
+
+def load_cases(path: str | Path, ok_only: bool = True) -> "pandas.DataFrame":  # noqa: F821
+    """Read ``cases.tsv`` written by ``brainmets index``.
+
+    With ``ok_only`` (the default for later stages) only validated cases are
+    returned, with integer counts. Raises :class:`BrainmetsError` if the file is
+    missing, lacks columns, or holds duplicate cases or unknown statuses.
+    """
+    import pandas as pd
+
+    from brainmets.io import read_table
+
+    table = read_table(path, what="case table (run `brainmets index` first)")
+    missing = [column for column in CASE_COLUMNS if column not in table.columns]
+    if missing:
+        raise BrainmetsError(
+            f"case table {path} lacks column(s) {', '.join(missing)}; "
+            "it was not written by `brainmets index` or is out of date: index the cohort again"
+        )
+    table = table[list(CASE_COLUMNS)].copy()
+    table["case"] = table["case"].astype(str)
+    table["reason"] = ["" if pd.isna(reason) else str(reason) for reason in table["reason"]]
+    duplicated = sorted(set(table.loc[table["case"].duplicated(), "case"]))
+    if duplicated:
+        raise BrainmetsError(f"case table {path} lists case(s) more than once: {', '.join(duplicated)}")
+    unknown = sorted(set(table["status"]) - {STATUS_OK, STATUS_SKIPPED}, key=str)
+    if unknown:
+        raise BrainmetsError(
+            f"case table {path} has unknown status value(s) {', '.join(map(str, unknown))}; "
+            f"expected {STATUS_OK} or {STATUS_SKIPPED}"
+        )
+    ok = table["status"] == STATUS_OK
+    incomplete = table.loc[ok & table[list(COUNT_COLUMNS)].isna().any(axis=1), "case"].tolist()
+    if incomplete:
+        raise BrainmetsError(
+            f"case table {path} has ok case(s) without lesion counts: {', '.join(incomplete[:10])}; "
+            "index the cohort again"
+        )
+    if ok_only:
+        table = table[ok].reset_index(drop=True)
+        for column in COUNT_COLUMNS:
+            table[column] = table[column].astype("int64")
+    else:
+        for column in COUNT_COLUMNS:
+            table[column] = table[column].astype("Int64")
+    return table
