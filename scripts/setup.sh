@@ -6,8 +6,31 @@
 # project's CPU machines pip takes that release's CPU build from local disk.
 # GPU users: install the CUDA build that matches their driver into .venv first
 # (see README, "GPU install"), then run this script.
+#
+# --test: also install the system packages the test suite exercises for real
+#         (a TeX engine with booktabs to compile the generated tables), via apt-get
+#         when running as root; otherwise say what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WITH_TEST_DEPS=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TEST_DEPS=1 ;;
+    *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+  esac
+done
+if [ "$WITH_TEST_DEPS" = 1 ]; then
+  APT_PKGS="texlive-latex-base texlive-latex-recommended"
+  if ! command -v pdflatex >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "[setup] installing system packages for tests: $APT_PKGS"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends $APT_PKGS >/dev/null
+    else
+      echo "[setup] warning: pdflatex not found; install $APT_PKGS so the LaTeX tests can run" >&2
+    fi
+  fi
+fi
 PY=${PYTHON:-python3}
 # pip's notes about absent local mirrors are noise; its exit status still counts.
 pip_install() { .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored" >&2); }

@@ -40,6 +40,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         _fsync(tmp_path)
+        # mkstemp creates 0600 files; give results the permissions a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -47,6 +49,12 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         if isinstance(exc, OSError) and not isinstance(exc, BrainmetsError):
             raise BrainmetsError(f"could not write {path}: {exc.strerror or exc}") from exc
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

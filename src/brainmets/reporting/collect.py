@@ -1,0 +1,369 @@
+"""Find the runs a report needs in the results tree and read their files.
+
+The results layout (docs/architecture.md, "Files on disk") encodes each run's
+identity in its path: ``<results>/<study>/<model>/<subset>/seed<k>/``. A
+:class:`RunGroup` is the set of seeds of one (study, model, subset): one row of
+a table. Every reader here raises a :class:`~brainmets.errors.BrainmetsError`
+naming *all* missing files of a group at once, so a half-finished study is
+diagnosed in one go rather than one file per rerun.
+
+Torch-free by design: the reporting jobs are cheap local Snakemake rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainmets.constants import ALL_FOUR, all_subsets, subset_key, subset_label
+from brainmets.errors import BrainmetsError
+from brainmets.io import read_json, read_table
+
+#: Model names as the paper's tables print them; unknown names print as they are.
+MODEL_DISPLAY_NAMES: dict[str, str] = {
+    "unet": "3D U-Net",
+    "resunet": "Residual U-Net",
+    "vnet": "VNet",
+    "segresnet": "SegResNet",
+    "segresnetvae": "SegResNetVAE",
+    "unetr": "UNETR",
+    "swinunetr": "SwinUNETR",
+    "swinunetr_v2": "SwinUNETR-v2",
+}
+
+#: Alias of the two-stage subset chosen by the modality study.
+SELECTED = "selected"
+
+METRIC_COLUMNS = (
+    "legacy_dice", "legacy_hd95", "lesion_dice", "lesion_hd95",
+    "num_tp", "num_fp", "num_fn", "gt_volume", "pred_volume",
+)
+
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+
+
+def model_display_name(model: str) -> str:
+    return MODEL_DISPLAY_NAMES.get(model, model)
+
+
+def canonical_subset(value: str) -> str:
+    """Canonical key of a configured subset; ``all`` means the four sequences."""
+    if value == "all":
+        return ALL_FOUR
+    if value == SELECTED:
+        return SELECTED
+    return subset_key([m for m in str(value).split("+") if m])
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """All seeds of one (study, model, subset) under ``results``: one table row.
+
+    ``subset`` is the path component (a canonical key or ``selected``);
+    ``subset_resolved`` is the canonical key it stands for.
+    """
+
+    results: Path
+    study: str
+    model: str
+    subset: str
+    seeds: tuple[int, ...]
+    label: str
+    subset_resolved: str
+
+    @property
+    def directory(self) -> Path:
+        return self.results / self.study / self.model / self.subset
+
+    @property
+    def key(self) -> str:
+        """Identity used in CSV files: ``study/model/subset``."""
+        return f"{self.study}/{self.model}/{self.subset}"
+
+    def run_dir(self, seed: int) -> Path:
+        return self.directory / f"seed{seed}"
+
+    def sibling(self, model: str) -> "RunGroup":
+        """The same study/subset/seeds under another model directory (two-stage parts)."""
+        return RunGroup(self.results, self.study, model, self.subset, self.seeds,
+                        f"{self.label} [{model}]", self.subset_resolved)
+
+
+def discover_seeds(directory: Path) -> list[int]:
+    """Seeds with a ``seed<k>`` directory under ``directory``, ascending."""
+    if not directory.is_dir():
+        return []
+    found = [int(m.group(1)) for p in directory.iterdir() if p.is_dir() and (m := _SEED_DIR.match(p.name))]
+    return sorted(found)
+
+
+def make_group(
+    results: str | Path,
+    study: str,
+    model: str,
+    subset: str,
+    label: str,
+    seeds: list[int] | None = None,
+    subset_resolved: str | None = None,
+) -> RunGroup:
+    """A run group; ``seeds=None`` means every ``seed<k>`` directory on disk.
+
+    A configured group without any seed directory is an error: the caller
+    asked for a run that was never made.
+    """
+    results = Path(results)
+    directory = results / study / model / subset
+    if seeds is None:
+        seeds = discover_seeds(directory)
+        if not seeds:
+            raise BrainmetsError(
+                f"no runs for {study}/{model}/{subset}: expected seed<k>/ directories under {directory}"
+            )
+    return RunGroup(results, study, model, subset, tuple(int(s) for s in seeds), label,
+                    subset_resolved or subset)
+
+
+def read_group_table(group: RunGroup, relpath: str, what: str) -> pd.DataFrame:
+    """Concatenate ``<run>/<relpath>`` over the group's seeds, adding a ``seed`` column.
+
+    Raises one error listing every missing file of the group.
+    """
+    missing = [group.run_dir(s) / relpath for s in group.seeds if not (group.run_dir(s) / relpath).is_file()]
+    if missing:
+        listed = "\n  ".join(str(p) for p in missing)
+        raise BrainmetsError(
+            f"{what} missing for {group.key} ({len(missing)} of {len(group.seeds)} seeds):\n  {listed}"
+        )
+    frames = []
+    for seed in group.seeds:
+        df = read_table(group.run_dir(seed) / relpath, what=what)
+        df.insert(0, "seed", seed)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _require_columns(df: pd.DataFrame, columns: tuple[str, ...] | list[str], where: str) -> None:
+    absent = [c for c in columns if c not in df.columns]
+    if absent:
+        raise BrainmetsError(f"{where}: missing column(s) {', '.join(absent)}; found {', '.join(map(str, df.columns))}")
+
+
+def read_metrics(group: RunGroup, split: str, regions: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Case x region metric rows of every seed (``metrics/<split>.tsv``), checked.
+
+    Every seed must hold the same cases and every requested region: a seed
+    evaluated on fewer cases would bias its mean silently.
+    """
+    df = read_group_table(group, f"metrics/{split}.tsv", what=f"{split} metrics")
+    _require_columns(df, ("case", "region", *METRIC_COLUMNS[:4]), f"{group.key} metrics/{split}.tsv")
+    df["case"] = df["case"].astype(str)
+    df["region"] = df["region"].astype(str)
+    if regions is not None:
+        for seed, part in df.groupby("seed"):
+            absent = sorted(set(regions) - set(part["region"]))
+            if absent:
+                raise BrainmetsError(
+                    f"{group.run_dir(seed) / 'metrics' / f'{split}.tsv'}: no rows for region(s) {', '.join(absent)}"
+                )
+        df = df[df["region"].isin(regions)]
+    case_sets = {seed: frozenset(part["case"]) for seed, part in df.groupby("seed")}
+    reference_seed = group.seeds[0]
+    for seed, cases in case_sets.items():
+        if cases != case_sets[reference_seed]:
+            only_ref = sorted(case_sets[reference_seed] - cases)
+            only_this = sorted(cases - case_sets[reference_seed])
+            raise BrainmetsError(
+                f"{group.key}: seeds evaluated on different {split} cases "
+                f"(seed{seed} lacks {only_ref[:5]}, has extra {only_this[:5]} compared with seed{reference_seed}); "
+                f"re-run evaluation for {group.run_dir(seed) / 'metrics' / f'{split}.tsv'}"
+            )
+    return df.reset_index(drop=True)
+
+
+def read_lesions(group: RunGroup, split: str) -> pd.DataFrame:
+    """Per-lesion rows of every seed (``metrics/<split>_lesions.tsv``).
+
+    ``detected`` is normalised to bool; a missing ``counted`` column means
+    every lesion counts.
+    """
+    df = read_group_table(group, f"metrics/{split}_lesions.tsv", what=f"{split} lesion metrics")
+    _require_columns(df, ("case", "region", "kind", "volume", "detected"), f"{group.key} metrics/{split}_lesions.tsv")
+    df["detected"] = _as_bool(df["detected"])
+    df["counted"] = _as_bool(df["counted"]) if "counted" in df.columns else True
+    df["region"] = df["region"].astype(str)
+    df["kind"] = df["kind"].astype(str)
+    return df
+
+
+def _as_bool(series: pd.Series) -> pd.Series:
+    if series.dtype == bool:
+        return series
+    text = series.astype(str).str.strip().str.lower()
+    return text.isin(("true", "1", "1.0", "yes"))
+
+
+def read_inference(group: RunGroup, split: str) -> pd.DataFrame:
+    df = read_group_table(group, f"inference/{split}.tsv", what=f"{split} inference log")
+    _require_columns(df, ("case", "seconds", "flops"), f"{group.key} inference/{split}.tsv")
+    return df
+
+
+def read_history(group: RunGroup) -> pd.DataFrame:
+    df = read_group_table(group, "history.tsv", what="training history")
+    _require_columns(df, ("iteration", "loss"), f"{group.key} history.tsv")
+    return df
+
+
+def read_model_info(group: RunGroup) -> dict[str, Any]:
+    """``model_info.json`` of the group's first seed (architecture does not vary by seed)."""
+    path = group.run_dir(group.seeds[0]) / "model_info.json"
+    if not path.is_file():
+        raise BrainmetsError(
+            f"model info missing for {group.key}: expected {path} "
+            "(written next to model.pt by training: parameters, gmac_per_window, patch)"
+        )
+    info = read_json(path)
+    absent = [k for k in ("parameters", "gmac_per_window") if k not in info]
+    if absent:
+        raise BrainmetsError(f"{path}: missing key(s) {', '.join(absent)}")
+    return info
+
+
+def selection_path(results: str | Path) -> Path:
+    return Path(results) / "selection" / "modality.json"
+
+
+def read_selected_subset(results: str | Path) -> str:
+    """The subset the alias ``selected`` stands for, from the modality-study decision file."""
+    path = selection_path(results)
+    if not path.is_file():
+        raise BrainmetsError(
+            f"two-stage runs use the subset 'selected' but the decision file is missing: {path} "
+            "(written by `brainmets select`)"
+        )
+    decision = read_json(path)
+    if "chosen_subset" not in decision:
+        raise BrainmetsError(f"{path}: no 'chosen_subset' key")
+    return str(decision["chosen_subset"])
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class ReportConfig:
+    """The parts of config.yaml the reporting stage reads, with documented defaults.
+
+    Missing sections are tolerated: no ``twostage`` or ``baselines`` section
+    means no such rows. ``seeds`` set in the config are the expected seeds
+    (so a stale ``seed5/`` from an older run is ignored); without it every
+    ``seed<k>`` directory on disk is used.
+    """
+
+    seeds: list[int] | None = None
+    modality_model: str = "unet"
+    modality_subsets: list[str] = field(default_factory=all_subsets)
+    twostage_subsets: list[str] = field(default_factory=list)
+    baseline_models: list[str] = field(default_factory=list)
+    baseline_subset: str = ALL_FOUR
+    #: Upper edges (mm^3) of the GT lesion-size bins of the detection table.
+    size_bins: list[float] = field(default_factory=lambda: [10.0, 100.0, 1000.0])
+    detection_regions: list[str] = field(default_factory=lambda: ["WT", "TC", "ET"])
+    qualitative_case: str | None = None
+
+
+def _load_raw_config(path: str | Path) -> dict[str, Any]:
+    try:
+        from brainmets.config import load_config  # validated + defaults, when that module exists
+    except ImportError:
+        load_config = None
+    if load_config is not None:
+        return load_config(path)
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise BrainmetsError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BrainmetsError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BrainmetsError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def report_config(raw: dict[str, Any]) -> ReportConfig:
+    """Build a :class:`ReportConfig` from a loaded config mapping."""
+    cfg = ReportConfig()
+    if raw.get("seeds") is not None:
+        cfg.seeds = [int(s) for s in raw["seeds"]]
+    study = raw.get("modality_study") or {}
+    cfg.modality_model = str(study.get("model", cfg.modality_model))
+    subsets = study.get("subsets", "all")
+    cfg.modality_subsets = all_subsets() if subsets in (None, "all") else [canonical_subset(s) for s in subsets]
+    twostage = raw.get("twostage")
+    if twostage:
+        cfg.twostage_subsets = [canonical_subset(s) for s in twostage.get("subsets", [SELECTED, "all"])]
+    baselines = raw.get("baselines")
+    if baselines:
+        cfg.baseline_models = [str(m) for m in baselines.get("models") or []]
+        cfg.baseline_subset = canonical_subset(baselines.get("subset", "all"))
+    reporting = raw.get("reporting") or {}
+    if reporting.get("size_bins") is not None:
+        cfg.size_bins = sorted(float(b) for b in reporting["size_bins"])
+    if reporting.get("detection_regions") is not None:
+        cfg.detection_regions = [str(r) for r in reporting["detection_regions"]]
+    cfg.qualitative_case = reporting.get("qualitative_case")
+    return cfg
+
+
+def load_report_config(path: str | Path) -> ReportConfig:
+    return report_config(_load_raw_config(path))
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def modality_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
+    """One group per configured modality-study subset, in the configured order."""
+    return [
+        make_group(results, "modality", cfg.modality_model, s, subset_label(s), cfg.seeds)
+        for s in cfg.modality_subsets
+    ]
+
+
+def comparison_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
+    """Rows of Table 2: the baselines, then the two-stage model per configured subset.
+
+    Two-stage rows are labelled with the subset they used; the alias
+    ``selected`` is resolved through ``results/selection/modality.json``.
+    """
+    groups = []
+    for model in cfg.baseline_models:
+        label = model_display_name(model)
+        if cfg.baseline_subset != ALL_FOUR:
+            label += f" ({subset_label(cfg.baseline_subset)})"
+        groups.append(make_group(results, "baselines", model, cfg.baseline_subset, label, cfg.seeds))
+    for subset in cfg.twostage_subsets:
+        if subset == SELECTED:
+            resolved = read_selected_subset(results)
+            label = f"Two-stage ({subset_label(resolved)}, selected)"
+        else:
+            resolved = subset
+            label = f"Two-stage ({subset_label(subset)})"
+        groups.append(make_group(results, "twostage", "twostage", subset, label, cfg.seeds, resolved))
+    return groups
+
+
+def reference_group(groups: list[RunGroup]) -> RunGroup | None:
+    """The model the significance tests compare against: the two-stage model with the selected subset."""
+    twostage = [g for g in groups if g.study == "twostage"]
+    for g in twostage:
+        if g.subset == SELECTED:
+            return g
+    return twostage[0] if twostage else None
