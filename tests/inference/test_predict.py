@@ -1,0 +1,109 @@
+"""End to end: cached cases + model files -> NIfTI label maps on the original grid and inference tables."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from brainmets.cli import main as cli_main
+from brainmets.errors import BrainmetsError
+from brainmets.inference import TABLE_COLUMNS, TWO_STAGE_COLUMNS, InferenceSettings, predict_splits
+
+from .conftest import CASES, DETECTOR, SEGMENTOR, UNET
+
+
+def _check_predictions(out_dir, cohort, splits=("val", "test")):
+    for case, split, shape, _ in CASES:
+        if split not in splits:
+            continue
+        path = out_dir / "predictions" / split / f"{case}.nii.gz"
+        image = nib.load(path)
+        source = nib.load(cohort["sources"][case]["seg"])
+        assert image.shape == shape
+        np.testing.assert_allclose(image.affine, source.affine, atol=1e-5)
+        data = np.asanyarray(image.dataobj)
+        assert data.dtype == np.uint8
+        assert set(np.unique(data)) <= {0, 1, 2, 3}
+    assert not list(out_dir.rglob(".*.part*"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize("cache", ["cache", "cache_2mm"])
+def test_single_pass_writes_original_grid_labels_and_table(tmp_path, cohort, model_files, cache):
+    settings = InferenceSettings(batch_size=2, device="cpu")
+    tables = predict_splits(
+        model_files["unet"], cohort[cache], cohort["splits"], ["val", "test"], tmp_path, settings, progress=False
+    )
+    _check_predictions(tmp_path, cohort)
+    for split in ("val", "test"):
+        table = pd.read_csv(tmp_path / "inference" / f"{split}.tsv", sep="\t")
+        assert list(table.columns) == list(TABLE_COLUMNS)
+        assert len(table) == 1 and table.loc[0, "mode"] == "single_pass"
+        row = table.iloc[0]
+        assert row["windows_total"] == row["windows_kept"] >= 1 and row["fraction_kept"] == 1.0
+        assert row["flops"] == pytest.approx(row["flops_single_pass"]) and row["flops"] > 0
+        assert row["flops"] == pytest.approx(row["gmac_per_window"] * 2e9 * row["windows_total"])
+        assert tables[split]["case"].tolist() == table["case"].tolist() == [c for c, s, _, _ in CASES if s == split]
+
+
+def _config(tmp_path, **inference):
+    config = {
+        "models": {"unet": UNET, "segmentor": SEGMENTOR, "detector": DETECTOR},
+        "modality_study": {"model": "unet"},
+        "inference": {"overlap": 0.5, "detector_threshold": 0.0, "batch_size": 3, "device": "cpu", **inference},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_two_stage_cli_records_kept_windows_and_flops(tmp_path, cohort, model_files, capsys):
+    out = tmp_path / "twostage"
+    argv = [
+        "predict", "--config", str(_config(tmp_path)), "--model", str(model_files["segmentor"]),
+        "--detector", str(model_files["detector_accept_all"]), "--cache", str(cohort["cache"]),
+        "--splits", str(cohort["splits"]), "--split", "val", "test", "--out-dir", str(out), "--no-progress",
+    ]
+    assert cli_main(argv) == 0
+    assert "val: 1 cases" in capsys.readouterr().out
+    _check_predictions(out, cohort)
+    table = pd.read_csv(out / "inference" / "val.tsv", sep="\t")
+    assert list(table.columns) == list(TABLE_COLUMNS) + list(TWO_STAGE_COLUMNS)
+    row = table.iloc[0]
+    assert row["mode"] == "two_stage" and row["windows_kept"] == row["windows_total"] > 1
+    assert row["fraction_kept"] == pytest.approx(row["windows_kept"] / row["windows_total"])
+    assert row["flops"] == pytest.approx(row["flops_detector"] + row["flops_segmentor"])
+    # the reference is the config's modality-study U-Net, run (on paper) with MONAI's sliding window
+    assert row["single_pass_model"] == "unet" and row["flops_single_pass"] > 0
+
+
+def test_two_stage_with_a_rejecting_detector_predicts_background(tmp_path, cohort, model_files):
+    from .conftest import save_model
+
+    rejecting = save_model(tmp_path / "reject" / "model.pt", "detector", DETECTOR, "detection", -50.0)
+    settings = InferenceSettings(batch_size=4, device="cpu")
+    tables = predict_splits(
+        model_files["segmentor"], cohort["cache"], cohort["splits"], ["test"], tmp_path / "out", settings,
+        detector_path=rejecting, progress=False,
+    )
+    row = tables["test"].iloc[0]
+    assert row["windows_kept"] == 0 and row["flops_segmentor"] == 0 and row["flops"] > 0
+    case = next(c for c, split, _, _ in CASES if split == "test")
+    data = np.asanyarray(nib.load(tmp_path / "out" / "predictions" / "test" / f"{case}.nii.gz").dataobj)
+    assert not data.any()
+
+
+def test_wrong_model_kinds_and_settings_are_clear_errors(tmp_path, cohort, model_files):
+    common = dict(cache_dir=cohort["cache"], splits_path=cohort["splits"], splits=["val"], out_dir=tmp_path, progress=False)
+    with pytest.raises(BrainmetsError, match="holds a detection model.*expected segmentation"):
+        predict_splits(model_files["detector"], settings=InferenceSettings(device="cpu"), **common)
+    with pytest.raises(BrainmetsError, match="holds a segmentation model.*expected detection"):
+        predict_splits(model_files["unet"], detector_path=model_files["unet"], settings=InferenceSettings(device="cpu"), **common)
+    with pytest.raises(BrainmetsError, match="unknown key.*overlapp"):
+        InferenceSettings.from_config({"inference": {"overlapp": 0.5}})
+    with pytest.raises(BrainmetsError, match="overlap must be in"):
+        InferenceSettings.from_config({"inference": {"overlap": 1.0}})
+    with pytest.raises(BrainmetsError, match="not found"):
+        predict_splits(tmp_path / "nope.pt", settings=InferenceSettings(device="cpu"), **common)
