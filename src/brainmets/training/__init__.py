@@ -1,0 +1,17 @@
+"""Training stage: one loop for the segmentors and the detector (sampling, augmentation, losses,
+schedules, validation, checkpoint/resume, MLflow mirroring).
+
+Public API:
+
+* :func:`train` (config, :class:`RunRequest`) -> :class:`TrainResult` (loop.py; the files it writes)
+* :func:`resolve_subset` (``KEY`` | ``selected`` | ``@selection.json``) -> canonical key
+* :func:`training_settings` (config) -> :class:`TrainingSettings` (settings.py lists every config key)
+
+torch and MONAI are imported when :func:`train` runs, not at import time.
+"""
+
+from brainmets.training.loop import RunRequest, TrainResult, resolve_subset, train
+from brainmets.training.settings import TrainingSettings, model_task, training_settings
+
+__all__ = ["RunRequest", "TrainResult", "TrainingSettings", "model_task", "resolve_subset", "train",
+           "training_settings"]

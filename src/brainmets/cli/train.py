@@ -1,0 +1,57 @@
+"""`brainmets train`: train one model on one modality subset with one seed (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train one model (segmentor, U-Net, baseline or detector) on one subset and seed; resumable"
+DESCRIPTION = (
+    "Train one run from the preprocessed cache and write RUN_DIR/{config.yaml, history.tsv, checkpoint.pt, "
+    "best.pt, model.pt}. Running the same command again resumes from RUN_DIR/checkpoint.pt; if "
+    "RUN_DIR/model.pt exists the run is complete and nothing is done. The model's task (segmentation or "
+    "detection) follows from its registry entry (models.NAME): 'task' if given, else detection for a DenseNet. "
+    "Settings: the config's training section (see brainmets.training.settings)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="config.yaml (validated; training and models sections)")
+    parser.add_argument("--study", required=True, help="study name (modality, twostage, baselines): MLflow experiment")
+    parser.add_argument("--model", required=True, help="registry entry under models: in the config (e.g. unet)")
+    parser.add_argument("--subset", required=True,
+                        help="canonical subset key (e.g. t1c+t1n+t2f), 'selected' (with --selection) "
+                        "or @<selection json>")
+    parser.add_argument("--seed", type=int, required=True, help="seed of weights, sampling and augmentation")
+    parser.add_argument("--cache", required=True, help="preprocessed cache directory (<case>.npy + <case>.json)")
+    parser.add_argument("--splits", required=True, help="splits table (columns case, split)")
+    parser.add_argument("--out-dir", required=True, help="run directory to write (and resume from)")
+    parser.add_argument("--selection", default=None, help="modality decision JSON for --subset selected")
+    parser.add_argument("--detector", default=None,
+                        help="trained detector model.pt: train the segmentor only on patches it accepts")
+    parser.add_argument("--iterations", type=int, default=None, help="override the task's iteration budget")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (overrides training.threads)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from brainmets.config import load_config
+    from brainmets.training.loop import RunRequest, resolve_subset, train
+
+    config = load_config(args.config)
+    subset = resolve_subset(args.subset, args.selection)
+    request = RunRequest(
+        study=args.study, model=args.model, subset=subset, seed=args.seed, cache_dir=Path(args.cache),
+        splits=Path(args.splits), out_dir=Path(args.out_dir),
+        detector=Path(args.detector) if args.detector else None, iterations=args.iterations,
+        threads=args.threads, subset_alias=args.subset if args.subset != subset else None,
+    )
+    result = train(config, request, progress=not args.no_progress)
+    if result.status == "exists":
+        print(f"{Path(args.out_dir) / 'model.pt'} exists: run already trained, nothing to do")
+    else:
+        resumed = f" (resumed at iteration {result.start_iteration})" if result.start_iteration else ""
+        print(f"trained {args.model} on {subset}, seed {args.seed}: {result.iteration} iterations{resumed}; "
+              f"wrote {Path(args.out_dir) / 'model.pt'}")
+    return 0

@@ -1,0 +1,135 @@
+"""The training loop end to end on tiny networks and cases: outputs, resume, train-on-detected."""
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from brainmets.errors import BrainmetsError
+from brainmets.models import build_model, forward_outputs, load_trained
+from brainmets.training.loop import RunRequest, resolve_subset, train
+from brainmets.training.losses import region_targets, segmentation_loss
+from brainmets.training.sampling import PatchSampler
+from brainmets.training.schedules import build_optimizer
+from brainmets.training.settings import training_settings
+
+
+def request(tiny_data, out_dir, model="segmentor", **kw):
+    cache, splits = tiny_data
+    return RunRequest(study="modality", model=model, subset=kw.pop("subset", "t1c+t2f"), seed=kw.pop("seed", 0),
+                      cache_dir=cache, splits=splits, out_dir=out_dir, **kw)
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_data, tiny_config):
+    cache, _ = tiny_data
+    torch.manual_seed(0)
+    spec = tiny_config["models"]["segmentor"]
+    model = build_model("segmentor", spec, 2, 3)
+    batch = PatchSampler(cache, ["case-000", "case-003"], [1, 3], spec["patch"], batch_patients=2,
+                         crops_per_patient=2, pos_fraction=1.0, task="segmentation", seed=0).batch(0)
+    optimizer = build_optimizer(model.parameters(), training_settings({}).segmentation.optimizer)
+    target = region_targets(batch.label)
+    losses = []
+    for _ in range(8):
+        main, aux, extra = forward_outputs(model, batch.image)
+        loss = segmentation_loss(main, aux, target, 0.5, extra)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_run_writes_its_files_and_a_rerun_does_nothing(tiny_data, tiny_config, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny_config, request(tiny_data, out), progress=False)
+    assert result.status == "trained" and result.iteration == 6
+    for name in ("config.yaml", "history.tsv", "checkpoint.pt", "model.pt", "best.pt"):
+        assert (out / name).is_file(), name
+    history = pd.read_csv(out / "history.tsv", sep="\t")
+    assert history["iteration"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "lr", "seconds", "val_dice_WT", "val_dice_TC", "val_dice_ET", "val_score"} <= set(history)
+    assert history["val_score"].notna().tolist() == [False, False, True, False, False, True]
+    assert history["lr"].iloc[0] == 0.01 and history["lr"].is_monotonic_decreasing
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (resolved["subset"], resolved["seed"], resolved["task"], resolved["in_channels"]) == ("t1c+t2f", 0, "segmentation", 2)
+    assert resolved["model_spec"]["deep_supervision"] == 1
+    model, info = load_trained(out / "model.pt")
+    assert (info["subset"], info["iteration"], info["task"], info["out_channels"]) == ("t1c+t2f", 6, "segmentation", 3)
+    assert model(torch.zeros(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    before = (out / "model.pt").stat().st_mtime_ns
+    assert train(tiny_config, request(tiny_data, out), progress=False).status == "exists"
+    assert (out / "model.pt").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("model", ["segmentor", "detector"])
+def test_resumed_run_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, model):
+    whole = train(tiny_config, request(tiny_data, tmp_path / "whole", model), progress=False)
+    part = train(tiny_config, request(tiny_data, tmp_path / "split", model), progress=False, stop_at=3)
+    assert part.status == "stopped" and not (tmp_path / "split" / "model.pt").exists()
+    rest = train(tiny_config, request(tiny_data, tmp_path / "split", model), progress=False)
+    assert (whole.status, rest.status, rest.start_iteration) == ("trained", "trained", 3)
+    assert_same_weights(weights(tmp_path / "whole" / "model.pt"), weights(tmp_path / "split" / "model.pt"))
+    assert_same_weights(weights(tmp_path / "whole" / "best.pt"), weights(tmp_path / "split" / "best.pt"))
+    a = pd.read_csv(tmp_path / "whole" / "history.tsv", sep="\t").drop(columns="seconds")
+    b = pd.read_csv(tmp_path / "split" / "history.tsv", sep="\t").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_resume_with_other_settings_is_refused(tiny_data, tiny_config, tmp_path):
+    train(tiny_config, request(tiny_data, tmp_path / "run"), progress=False, stop_at=2)
+    tiny_config["training"]["segmentation"]["optimizer"] = {"lr": 0.02}
+    with pytest.raises(BrainmetsError, match="different settings"):
+        train(tiny_config, request(tiny_data, tmp_path / "run"), progress=False)
+
+
+def test_train_on_detected_patches(tiny_data, tiny_config, tmp_path, caplog):
+    det = train(tiny_config, request(tiny_data, tmp_path / "det", "detector"), progress=False)
+    assert det.status == "trained"
+    caplog.set_level("INFO", logger="brainmets.training.loop")
+    out = tmp_path / "seg"
+    tiny_config["training"]["segmentation"]["detector_draws"] = 2
+    result = train(tiny_config, request(tiny_data, out, detector=tmp_path / "det" / "model.pt", iterations=2),
+                   progress=False)
+    assert result.status == "trained"
+    assert yaml.safe_load((out / "config.yaml").read_text())["train_on_detected"] is True
+    assert "train-on-detected: detector accepted" in caplog.text
+    with pytest.raises(BrainmetsError, match="same sequences"):
+        train(tiny_config, request(tiny_data, tmp_path / "seg2", detector=tmp_path / "det" / "model.pt",
+                                   subset="t1c"), progress=False)
+
+
+def test_errors_name_the_problem(tiny_data, tiny_config, tmp_path):
+    with pytest.raises(BrainmetsError, match="'nonet' is not in the config"):
+        train(tiny_config, request(tiny_data, tmp_path / "a", "nonet"), progress=False)
+    tiny_config["training"]["segmentation"]["crops"] = 3
+    with pytest.raises(BrainmetsError, match="training.segmentation.crops"):
+        train(tiny_config, request(tiny_data, tmp_path / "b"), progress=False)
+
+
+def test_resolve_subset(tmp_path):
+    (tmp_path / "modality.json").write_text('{"chosen_subset": "t1c+t1n+t2f"}')
+    assert resolve_subset("t2f+t1c") == "t1c+t2f"
+    assert resolve_subset("selected", tmp_path / "modality.json") == "t1c+t1n+t2f"
+    assert resolve_subset(f"@{tmp_path / 'modality.json'}") == "t1c+t1n+t2f"
+    with pytest.raises(BrainmetsError, match="--selection"):
+        resolve_subset("selected")
+
+
+def test_segresnetvae_trains_with_its_vae_loss(tiny_data, tiny_config, tmp_path):
+    # its VAE term is added to the loss, and channels_last "auto" must keep it in NCDHW (its VAE head .view()s)
+    tiny_config["models"]["vae"] = {"arch": "segresnetvae", "init_filters": 4, "blocks_down": [1, 1],
+                                    "blocks_up": [1], "vae_nz": 8, "patch": [16, 16, 16]}
+    result = train(tiny_config, request(tiny_data, tmp_path / "vae", "vae", iterations=2), progress=False)
+    assert result.status == "trained"
+    assert pd.read_csv(tmp_path / "vae" / "history.tsv", sep="\t")["loss"].notna().all()

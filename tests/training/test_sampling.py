@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from brainmets.constants import subset_channels
+from brainmets.training.augment import PatchAugmenter
+from brainmets.training.losses import detection_targets
+from brainmets.training.sampling import BatchPrefetcher, PatchSampler, crop_slices
+from brainmets.training.settings import AugmentationSettings
+
+
+SHAPE = (36, 36, 28)  # the tiny cases' shape (conftest.py)
+TRAIN = ["case-000", "case-001", "case-002", "case-003"]
+
+
+def sampler(cache, task="segmentation", pos_fraction=2 / 3, patch=(16, 16, 16), cases=TRAIN, augment=False,
+            crops=5, seed=0):
+    return PatchSampler(cache, cases, subset_channels("t1c+t2f"), patch, batch_patients=2, crops_per_patient=crops,
+                        pos_fraction=pos_fraction, task=task, seed=seed,
+                        augmenter=PatchAugmenter(AugmentationSettings()) if augment else None)
+
+
+def test_positive_share_and_centres(tiny_data):
+    cache, _ = tiny_data
+    s = sampler(cache, cases=["case-000", "case-001", "case-003"])  # every case has tumour
+    for t in range(5):
+        b = s.batch(t)
+        assert b.image.shape == (10, 2, 16, 16, 16) and b.label.shape == (10, 1, 16, 16, 16)
+        assert int(b.positive.sum()) == 7  # round(2/3 * 10)
+        # a positive crop is centred on a tumour voxel (shifted inside the volume at borders, never lost)
+        assert all(b.label[i].max() > 0 for i in range(10) if b.positive[i])
+
+
+def test_case_without_tumour_gives_negatives(tiny_data):
+    cache, _ = tiny_data
+    b = sampler(cache, cases=["case-002"], pos_fraction=1.0).batch(0)
+    assert not b.positive.any() and b.label.max() == 0
+
+
+def test_detector_negatives_avoid_tumour_and_labels_follow_content(tmp_path, case_writer):
+    # a large volume with one small lesion: tumour-free negatives exist and must be found
+    case_writer(tmp_path, "big", 0, [((18, 18, 14), 2)])
+    s = sampler(tmp_path, task="detection", pos_fraction=0.5, patch=(8, 8, 8), cases=["big"])
+    for t in range(4):
+        b = s.batch(t)
+        assert int(b.positive.sum()) == 5
+        labels = detection_targets(b.label).flatten()
+        assert torch.equal(labels, b.positive.float())
+
+
+def test_batch_is_a_function_of_seed_and_iteration(tiny_data):
+    cache, _ = tiny_data
+    a, b = sampler(cache, augment=True), sampler(cache, augment=True)
+    later = a.batch(3)
+    a.batch(0)
+    again = b.batch(3)  # another instance, other history: same batch
+    assert torch.equal(later.image, again.image) and torch.equal(later.label, again.label)
+    assert not torch.equal(a.batch(4).image, later.image)
+    assert not torch.equal(sampler(cache, augment=True, seed=1).batch(3).image, later.image)
+
+
+def test_augmentation_keeps_labels_integral_and_shapes(tiny_data):
+    cache, _ = tiny_data
+    b = sampler(cache, augment=True).batch(1)
+    assert b.image.dtype == torch.float32 and b.image.shape == (10, 2, 16, 16, 16)
+    assert set(torch.unique(b.label).tolist()) <= {0.0, 1.0, 2.0, 3.0}
+
+
+def test_small_volume_is_padded(tiny_data):
+    cache, _ = tiny_data
+    s = sampler(cache, patch=(48, 48, 32))  # larger than the 36x36x28 volume on every axis
+    b = s.batch(0)
+    assert b.image.shape[2:] == (48, 48, 32)
+    image, _, _ = s._draw(s.cases[0], True, np.random.default_rng(0))
+    assert np.all(image[:, :6] == 0) and np.all(image[:, -6:] == 0)  # (48 - 36) / 2 on each side
+    slices, pads = crop_slices(SHAPE, (0, 35, 14), (16, 16, 32))
+    assert slices[:2] == (slice(0, 16), slice(20, 36)) and pads == [(0, 0), (0, 0), (2, 2)]
+
+
+def test_fixed_validation_patches_are_reproducible(tiny_data):
+    cache, _ = tiny_data
+    one = sampler(cache).fixed_patches(3)
+    two = sampler(cache).fixed_patches(3)
+    assert one.image.shape[0] == 12 and torch.equal(one.image, two.image)
+
+
+def test_prefetcher_yields_in_order_and_reraises():
+    def make(t):
+        if t == 3:
+            raise ValueError("boom at 3")
+        return t
+
+    fetch = BatchPrefetcher(make, 1, 5, depth=2)
+    assert [next(fetch), next(fetch)] == [1, 2]
+    with pytest.raises(ValueError, match="boom at 3"):
+        next(fetch)
+    fetch.close()
+    assert list(BatchPrefetcher(lambda t: t * 2, 0, 3, depth=0)) == [0, 2, 4]
