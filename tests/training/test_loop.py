@@ -1,5 +1,7 @@
 """The training loop end to end on tiny networks and cases: outputs, resume, train-on-detected."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -66,6 +68,9 @@ def test_run_writes_its_files_and_a_rerun_does_nothing(tiny_data, tiny_config, t
     assert resolved["model_spec"]["deep_supervision"] == 1
     model, info = load_trained(out / "model.pt")
     assert (info["subset"], info["iteration"], info["task"], info["out_channels"]) == ("t1c+t2f", 6, "segmentation", 3)
+    size = json.loads((out / "model_info.json").read_text())
+    assert size["parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert size["gmac_per_window"] > 0 and size["patch"] == list(info["patch"]) and size["in_channels"] == 2
     assert model(torch.zeros(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     before = (out / "model.pt").stat().st_mtime_ns
     assert train(tiny_config, request(tiny_data, out), progress=False).status == "exists"

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 
 from brainmets.constants import TRAIN_REGIONS, parse_subset, subset_channels, subset_key
 from brainmets.errors import BrainmetsError
-from brainmets.io import read_json, read_table, write_table, write_text
+from brainmets.io import read_json, read_table, write_json, write_table, write_text
 from brainmets.training.settings import (
     TaskSettings,
     TrainingSettings,
@@ -316,6 +316,24 @@ def _load_detector(path: Path, subset: str, device):
     return detector.eval(), info
 
 
+def write_model_info(path: Path, spec: Mapping[str, Any], in_channels: int, out_channels: int,
+                     patch: Sequence[int], name: str) -> None:
+    """Size facts of the network for torch-free reporting (parameters, GMAC per window, patch).
+
+    Counted on a fresh copy of the architecture: the numbers do not depend on the weights.
+    """
+    from brainmets.models import build_model, count_parameters, model_flops
+
+    net = build_model(name, spec, in_channels, out_channels)
+    write_json(path, {
+        "model_name": name,
+        "parameters": int(count_parameters(net)),
+        "gmac_per_window": model_flops(net, in_channels, patch) / 2e9,
+        "patch": [int(p) for p in patch],
+        "in_channels": int(in_channels),
+    })
+
+
 def train(config: Mapping[str, Any], request: RunRequest, progress: bool = True,
           stop_at: int | None = None) -> TrainResult:
     """Train (or resume, or skip when finished) one run; see the module docstring for the files written.
@@ -517,6 +535,7 @@ def train(config: Mapping[str, Any], request: RunRequest, progress: bool = True,
                     100.0 * detected.accepted / detected.seen)
     logger.info("data wait: %.1f%% of the loop time", 100 * wait_fraction if wait_fraction == wait_fraction else 0)
     tracker.log_artifacts([out_dir / "config.yaml", out_dir / "history.tsv"])
+    write_model_info(out_dir / "model_info.json", spec, in_channels, out_channels, patch, request.model)
     save_trained(model_path, model, {**info, "iteration": total})
     tracker.finish("FINISHED")
     return TrainResult("trained", out_dir, total, start, wait_fraction, best)
