@@ -1,0 +1,54 @@
+# brainmets: the whole study as one Snakemake workflow.
+#
+#   .venv/bin/snakemake --cores all                                  # embedded synthetic default
+#   .venv/bin/snakemake --cores all --configfile configs/paper.yaml  # BraTS-Mets 2023, paper setup
+#   .venv/bin/snakemake --report results/report.html                 # HTML report (same --configfile as the run)
+#   .venv/bin/snakemake --workflow-profile workflow/profiles/slurm   # SLURM (edit partition/account)
+#
+# Stages (one rule file each, workflow/rules/):
+#   data.smk            synthesise (default) -> index -> split -> preprocess cache
+#   setup.smk           before the first job: write the resolved config, create the MLflow store
+#   modality_study.smk  3D U-Net x 15 modality subsets x seeds; subset selection
+#   two_stage.smk       detector + segmentor with the selected subset and all four sequences
+#   baselines.smk       single-pass comparison models, all four sequences
+#   evaluation.smk      single-pass prediction (val + test in one job); evaluation of every run
+#   report.smk          tables (CSV + LaTeX) and figures (PNG + PDF), in the report
+#
+# Every rule calls one `brainmets <verb>` (docs/architecture.md fixes their
+# arguments); rules hold no logic of their own. The configuration is validated
+# against src/brainmets/schemas/config.schema.yaml before anything runs; jobs
+# read it, resolved, from <results>/config.resolved.yaml.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+# The embedded default, found next to this file from any working directory;
+# --configfile FILE merges FILE over it, --config KEY=VALUE over both.
+configfile: f"{workflow.basedir}/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/setup.smk"
+include: "workflow/rules/modality_study.smk"
+include: "workflow/rules/two_stage.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
+
+
+# Cheap bookkeeping and aggregation: run by Snakemake itself, never submitted to a cluster.
+localrules:
+    all,
+    split,
+    select_subset,
+    tables,
+    figures,
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

@@ -1,0 +1,349 @@
+"""Load and validate the workflow configuration (config.yaml, configs/*.yaml).
+
+One validator serves the Snakemake workflow (``workflow/rules/common.smk``
+calls :func:`validate_config` on Snakemake's merged ``config``) and the CLI
+(:func:`load_config` for ``--config FILE``), so a bad config fails with the
+same message in both places, before any job starts.
+
+Validation has two layers:
+
+1. the JSON schema ``brainmets/schemas/config.schema.yaml`` (also reachable as
+   ``workflow/schemas/config.schema.yaml``): types, allowed values, unknown keys;
+   defaults written there fill keys the config leaves out;
+2. rules a schema cannot express: split fractions summing to 1, model names
+   that must exist under ``models:``, modality subsets (``t1c+t1n+t2f``,
+   ``[t1c, t1n, t2f]``, ``all``, ``selected``) rewritten to canonical keys,
+   choosing on the test split only when ``selection.allow_test`` says so.
+
+Every problem found is reported in one :class:`ConfigError` whose lines name
+the key (``data.split.fractions``), the value and what is allowed. Why not
+``snakemake.utils.validate``: it stops at the first error and prints the raw
+jsonschema report (the whole sub-schema), and it shares default objects
+between the schema and the config; the CLI needs the same check anyway.
+
+After validation the config is *resolved*: every section present, subsets
+canonical, ``resources`` complete. The workflow writes this resolved config to
+``<results>/config.resolved.yaml`` and hands that file to every job
+(``brainmets train --config ...``), so jobs never see an unvalidated config.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from brainmets.constants import ALL_FOUR, all_subsets, subset_key
+from brainmets.errors import BrainmetsError
+
+#: The JSON schema shipped inside the package.
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
+
+#: Subset alias for the subset chosen by the modality study (see architecture.md).
+SELECTED = "selected"
+#: Subset alias for all four sequences.
+ALL = "all"
+
+#: Resources of each kind of job when the config leaves a key out. Sized for the
+#: embedded CPU default; the paper config raises runtime/mem and asks for GPUs.
+RESOURCE_DEFAULTS: dict[str, dict[str, int]] = {
+    "data": {"threads": 2, "mem_mb": 4000, "runtime": 60},
+    "train": {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0},
+    "predict": {"threads": 1, "mem_mb": 4000, "runtime": 30, "gpu": 0},
+    "evaluate": {"threads": 1, "mem_mb": 4000, "runtime": 30},
+    "report": {"threads": 1, "mem_mb": 4000, "runtime": 30},
+}
+
+_FRACTION_TOLERANCE = 1e-6
+
+
+class ConfigError(BrainmetsError):
+    """The configuration is invalid; ``problems`` holds one readable line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({source}):\n{lines}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config, merge ``overrides`` over it, validate it and fill defaults.
+
+    Raises :class:`ConfigError` listing every problem, or :class:`BrainmetsError`
+    when the file is missing or is not YAML.
+    """
+    path = Path(path)
+    config = read_yaml(path, what="config file")
+    if overrides:
+        config = merge_config(config, overrides)
+    return validate_config(config, source=str(path))
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> dict[str, Any]:
+    """A YAML mapping from ``path`` (an empty file is an empty mapping)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise BrainmetsError(f"{what} not found: {path}") from exc
+    except OSError as exc:
+        raise BrainmetsError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BrainmetsError(f"{what} {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BrainmetsError(f"{what} {path} must hold a mapping (key: value), got {type(data).__name__}")
+    return data
+
+
+def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in ``override`` replaces ``base``.
+
+    The same rule Snakemake applies to ``--configfile`` over the Snakefile's ``configfile:``.
+    """
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def write_resolved_config(config: Mapping[str, Any], path: str | Path) -> bool:
+    """Write ``config`` as YAML to ``path`` unless the file already holds exactly that.
+
+    Leaving an identical file alone keeps its modification time, so parallel
+    Snakemake processes (cluster jobs re-read the workflow) do not rewrite it.
+    Returns whether the file was written.
+    """
+    import yaml
+
+    from brainmets.io import write_text
+
+    path = Path(path)
+    text = (
+        "# Resolved brainmets configuration written by the workflow (defaults filled,\n"
+        "# subsets canonical). Jobs read this file; edit config.yaml instead.\n"
+        + yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=None)
+    )
+    if path.is_file() and path.read_text() == text:
+        return False
+    write_text(path, text)
+    return True
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@functools.lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The configuration schema as a dict (cached; callers must not modify it)."""
+    return read_yaml(SCHEMA_PATH, what="configuration schema")
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` in place, fill defaults, canonicalise subsets; return it.
+
+    ``source`` names the config in error messages (a path, or "config" for
+    Snakemake's merged config).
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(source, [f"the configuration must be a mapping, got {type(config).__name__}"])
+    problems = _schema_problems(config)
+    if problems:
+        # Cross-field checks assume the types the schema guarantees.
+        raise ConfigError(source, problems)
+    problems = _semantic_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _schema_problems(config: dict[str, Any]) -> list[str]:
+    from jsonschema import Draft202012Validator, validators
+
+    schema = load_schema()
+    base_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, subschema):
+        # Fill defaults before validating, so nested defaults apply too ({} -> its keys).
+        # Deep copies: the schema's default objects must never end up shared with a config.
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                if "default" in prop and name not in instance:
+                    instance[name] = copy.deepcopy(prop["default"])
+        yield from base_properties(validator, properties, instance, subschema)
+
+    validator_class = validators.extend(Draft202012Validator, {"properties": properties_with_defaults})
+    validator = validator_class(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    return [_describe_schema_error(e) for e in errors]
+
+
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe_schema_error(error) -> str:
+    where = _key_path(error.absolute_path)
+    value = error.instance
+    kind = error.validator
+    schema = error.schema
+    if kind == "additionalProperties" and isinstance(value, dict):
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed))
+        prefix = "" if where == "(top level)" else f"{where}."
+        parts = []
+        for key in extra:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            parts.append(f"unknown config key {prefix}{key}" + (f" (did you mean {prefix}{hint[0]}?)" if hint else ""))
+        return "; ".join(parts) + f"; allowed keys here: {', '.join(allowed)}"
+    if kind == "enum":
+        return f"config key {where} is {value!r}; allowed: {', '.join(map(str, error.validator_value))}"
+    description = schema.get("description")
+    if kind in ("anyOf", "oneOf", "const"):
+        parent = error.parent.schema.get("description") if error.parent is not None else None
+        return f"config key {where} is {value!r}; expected {description or parent or error.message}"
+    if kind == "pattern" and "A-Za-z" in str(error.validator_value):
+        return (f"config key {where}: the name {value!r} must start with a letter and hold only "
+                "letters, digits, '_' and '-'")
+    return f"config key {where}: {error.message}" + (f" (expected {description})" if description else "")
+
+
+def _semantic_problems(config: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+
+    data = config["data"]
+    fractions = data["split"]["fractions"]
+    total = math.fsum(fractions)
+    if data["split"]["file"] is None:
+        if abs(total - 1.0) > _FRACTION_TOLERANCE:
+            problems.append(
+                f"config key data.split.fractions is {fractions}, which sums to {total:g}; "
+                "expected train, val and test fractions summing to 1 (e.g. [0.6, 0.2, 0.2])"
+            )
+        elif fractions[0] <= 0:
+            problems.append(f"config key data.split.fractions is {fractions}; the train fraction must be > 0")
+    if not data["synthetic"]["enabled"] and data["root"] is None:
+        problems.append(
+            "config key data.root is not set; give the BraTS-MET root directory "
+            "(<root>/<case>/<case>-t1n.nii.gz ...) or set data.synthetic.enabled: true"
+        )
+
+    # Modality subsets -> canonical keys (in place).
+    study = config["modality_study"]
+    if study["subsets"] == ALL:
+        study["subsets"] = all_subsets()
+    else:
+        study["subsets"] = _canonical_list(study["subsets"], "modality_study.subsets", problems, aliases=False)
+    two = config["twostage"]
+    two["subsets"] = _canonical_list(two["subsets"], "twostage.subsets", problems, aliases=True)
+    base = config["baselines"]
+    base["subset"] = _canonical(base["subset"], "baselines.subset", problems, aliases=True)
+    sel = config["selection"]
+    if sel["override"] is not None:
+        sel["override"] = _canonical(sel["override"], "selection.override", problems, aliases=False)
+
+    # Every model the study names must be defined under models:.
+    models = config["models"]
+    references = [("modality_study.model", study["model"]), ("twostage.detector", two["detector"]),
+                  ("twostage.segmentor", two["segmentor"])]
+    references += [(f"baselines.models[{i}]", name) for i, name in enumerate(base["models"])]
+    for where, name in references:
+        if name not in models:
+            hint = difflib.get_close_matches(name, list(models), n=1)
+            problems.append(
+                f"config key {where} names model {name!r}, which the models section does not define"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; defined models: {', '.join(sorted(models)) or '(none)'}"
+            )
+
+    if sel["split"] == "test" and not sel["allow_test"]:
+        problems.append(
+            "config key selection.split is 'test': choosing the subset on the test split leaks the "
+            "test set into model choice; use 'val', or set selection.allow_test: true to do it on purpose"
+        )
+    if (sel["split"] == "val" and sel["override"] is None and data["split"]["file"] is None
+            and fractions[1] <= 0):
+        problems.append(
+            "config key selection.split is 'val' but data.split.fractions gives the validation "
+            "split no cases; give val a fraction > 0, or set selection.override"
+        )
+
+    resources = config["resources"]
+    for kind, defaults in RESOURCE_DEFAULTS.items():
+        resources[kind] = {**defaults, **(resources.get(kind) or {})}
+    return problems
+
+
+def _canonical(value: Any, where: str, problems: list[str], aliases: bool) -> str | None:
+    """Canonical subset key of a config value; ``all``/``selected`` when ``aliases``."""
+    if aliases and value == SELECTED:
+        return SELECTED
+    if aliases and value == ALL:
+        return ALL_FOUR
+    mods = value if isinstance(value, list) else [m.strip() for m in str(value).split("+")]
+    try:
+        return subset_key(mods)
+    except BrainmetsError as exc:
+        aliases_hint = "; 'selected' and 'all' (all four) are accepted too" if aliases else ""
+        problems.append(f"config key {where} is {value!r}: {exc}{aliases_hint}")
+        return None
+
+
+def _canonical_list(values: list[Any], where: str, problems: list[str], aliases: bool) -> list[str]:
+    keys: list[str] = []
+    for i, value in enumerate(values):
+        key = _canonical(value, f"{where}[{i}]", problems, aliases)
+        if key is None:
+            continue
+        if key in keys:
+            problems.append(f"config key {where}[{i}] is {value!r}, which repeats subset {key!r}")
+            continue
+        keys.append(key)
+    return keys
+
+
+def _plain(obj: Any) -> Any:
+    """Plain YAML-safe copy (Snakemake's config may hold its own mapping/list subclasses)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def study_subsets(config: Mapping[str, Any]) -> list[str]:
+    """Canonical subset keys of the modality study (of a validated config)."""
+    return list(config["modality_study"]["subsets"])
+
+
+def twostage_subsets(config: Mapping[str, Any]) -> list[str]:
+    """Subsets of the two-stage model: canonical keys and/or ``selected``."""
+    return list(config["twostage"]["subsets"])
+
+
+def cohort_root(config: Mapping[str, Any]) -> str:
+    """The BraTS-MET root the workflow reads: the synthetic root or ``data.root``."""
+    data = config["data"]
+    return data["synthetic"]["root"] if data["synthetic"]["enabled"] else data["root"]

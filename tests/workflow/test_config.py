@@ -1,0 +1,219 @@
+"""brainmets.config: the shipped configs validate; bad configs fail with messages naming key and fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from brainmets.config import (
+    RESOURCE_DEFAULTS,
+    SCHEMA_PATH,
+    ConfigError,
+    load_config,
+    merge_config,
+    validate_config,
+    write_resolved_config,
+)
+from brainmets.constants import ALL_FOUR, all_subsets
+from brainmets.errors import BrainmetsError
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT = REPO / "config.yaml"
+PAPER = REPO / "configs" / "paper.yaml"
+
+
+def default_config() -> dict:
+    return yaml.safe_load(DEFAULT.read_text())
+
+
+def problems_of(config: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    return str(info.value)
+
+
+def test_default_config_resolves_the_whole_study():
+    config = load_config(DEFAULT)
+    assert config["modality_study"]["subsets"] == all_subsets()
+    assert len(config["modality_study"]["subsets"]) == 15
+    assert config["twostage"]["subsets"] == ["selected", ALL_FOUR]
+    assert config["baselines"]["subset"] == ALL_FOUR
+    assert config["seeds"] == [0, 1, 2]
+    assert set(config["resources"]) == set(RESOURCE_DEFAULTS)
+    assert config["data"]["synthetic"]["enabled"] is True
+
+
+def test_paper_config_merged_over_default_is_valid_and_paper_sized():
+    config = validate_config(merge_config(default_config(), yaml.safe_load(PAPER.read_text())), source=str(PAPER))
+    assert config["data"]["synthetic"]["enabled"] is False
+    assert config["data"]["split"]["fractions"] == [0.85, 0.05, 0.10]
+    assert config["models"]["unet"]["patch"] == [128, 128, 128]
+    assert config["models"]["unet"]["filters"] == [32, 64, 128, 256, 320]
+    assert config["models"]["segmentor"]["patch"] == [64, 64, 64]
+    assert config["training"]["segmentation"]["iterations"] == 250_000
+    # the merge must not leave CPU-default keys behind in the paper's optimiser
+    assert "betas" not in config["training"]["segmentation"]["optimizer"]
+    assert config["training"]["detection"]["iterations"] == 400 * 101
+    assert len(config["baselines"]["models"]) == 7
+
+
+def test_paper_training_and_model_sections_are_accepted_by_their_readers():
+    """The open sections of the schema are checked by the modules that read them."""
+    from brainmets.training.settings import training_settings
+
+    config = validate_config(merge_config(default_config(), yaml.safe_load(PAPER.read_text())))
+    settings = training_settings(config)
+    assert settings.segmentation.optimizer.name == "sgd"
+    assert settings.segmentation.batch_size == 10
+    assert settings.detection.schedule.warmup_iterations == 1010
+    assert training_settings(load_config(DEFAULT)).segmentation.iterations < 1000
+
+
+def test_minimal_config_gets_schema_defaults():
+    config = validate_config({"models": {"unet": {"arch": "dynunet"}, "detector": {"arch": "densenet121"},
+                                         "segmentor": {"arch": "dynunet"}}})
+    assert config["results"] == "results"
+    assert config["data"]["split"]["fractions"] == [0.6, 0.2, 0.2]
+    assert config["data"]["preprocess_jobs"] == "single"
+    assert config["selection"] == {"metric": "lesion_dice", "split": "val", "allow_test": False,
+                                   "regions": ["WT", "TC", "ET"], "override": None}
+    assert config["resources"]["train"] == RESOURCE_DEFAULTS["train"]
+    # defaults are copies: filling one config must not change the schema's defaults
+    config["selection"]["regions"].append("NETC")
+    again = validate_config({"models": {"unet": {"arch": "dynunet"}, "detector": {"arch": "d"},
+                                        "segmentor": {"arch": "d"}}})
+    assert again["selection"]["regions"] == ["WT", "TC", "ET"]
+
+
+def test_subsets_are_canonicalised_in_any_spelling():
+    config = default_config()
+    config["modality_study"]["subsets"] = ["t2f+t1c", ["t1n", "t1c"], "t1c"]
+    config["twostage"]["subsets"] = ["all", "t2f + t1n + t1c", "selected"]
+    config["selection"]["override"] = ["t2f", "t1n", "t1c"]
+    validate_config(config)
+    assert config["modality_study"]["subsets"] == ["t1c+t2f", "t1c+t1n", "t1c"]
+    assert config["twostage"]["subsets"] == [ALL_FOUR, "t1c+t1n+t2f", "selected"]
+    assert config["selection"]["override"] == "t1c+t1n+t2f"
+
+
+def test_unknown_modality_names_the_key_and_the_allowed_names():
+    config = default_config()
+    config["modality_study"]["subsets"] = ["t1c", "t1c+flair"]
+    message = problems_of(config)
+    assert "modality_study.subsets[1]" in message
+    assert "'flair'" in message
+    assert "t1n, t1c, t2w, t2f" in message
+
+
+def test_fractions_must_sum_to_one():
+    config = default_config()
+    config["data"]["split"]["fractions"] = [0.7, 0.2, 0.2]
+    message = problems_of(config)
+    assert "data.split.fractions" in message and "sums to 1.1" in message
+
+
+def test_fraction_out_of_range_and_wrong_count():
+    config = default_config()
+    config["data"]["split"]["fractions"] = [1.2, -0.1, -0.1]
+    message = problems_of(config)
+    assert "data.split.fractions[0]" in message and "data.split.fractions[1]" in message
+    config["data"]["split"]["fractions"] = [0.8, 0.2]
+    assert "too short" in problems_of(config)
+
+
+def test_unknown_baseline_model_lists_the_defined_models():
+    config = default_config()
+    config["baselines"]["models"] = ["resunet", "segresnett"]
+    message = problems_of(config)
+    assert "baselines.models[1]" in message
+    assert "did you mean 'segresnet'" in message
+    assert "defined models:" in message and "unet" in message
+
+
+def test_unknown_twostage_and_modality_models():
+    config = default_config()
+    config["twostage"]["detector"] = "yolo"
+    config["modality_study"]["model"] = "nnunet"
+    message = problems_of(config)
+    assert "twostage.detector names model 'yolo'" in message
+    assert "modality_study.model names model 'nnunet'" in message
+
+
+def test_misspelt_key_gets_a_suggestion():
+    config = default_config()
+    config["selection"]["metrc"] = "lesion_dice"
+    message = problems_of(config)
+    assert "unknown config key selection.metrc" in message
+    assert "did you mean selection.metric?" in message
+
+
+def test_wrong_enum_lists_the_allowed_values():
+    config = default_config()
+    config["selection"]["metric"] = "dice"
+    message = problems_of(config)
+    assert "selection.metric is 'dice'" in message and "lesion_dice" in message
+
+
+def test_choosing_on_test_needs_allow_test():
+    config = default_config()
+    config["selection"]["split"] = "test"
+    assert "selection.allow_test: true" in problems_of(config)
+    config = default_config()
+    config["selection"].update(split="test", allow_test=True)
+    assert validate_config(config)["selection"]["split"] == "test"
+
+
+def test_every_problem_is_reported_at_once():
+    config = default_config()
+    config["data"]["split"]["fractions"] = [0.5, 0.2, 0.2]
+    config["baselines"]["models"] = ["nope"]
+    config["twostage"]["subsets"] = ["selected", "t9"]
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert len(info.value.problems) == 3
+
+
+def test_real_data_needs_a_root():
+    config = default_config()
+    config["data"]["synthetic"]["enabled"] = False
+    assert "data.root is not set" in problems_of(config)
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    with pytest.raises(BrainmetsError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(BrainmetsError, match="not valid YAML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({**default_config(), "seeds": [0, 0]}))
+    with pytest.raises(ConfigError, match=str(wrong)):
+        load_config(wrong)
+
+
+def test_load_config_overrides_merge_deeply():
+    config = load_config(DEFAULT, overrides={"data": {"split": {"seed": 7}}, "seeds": [3]})
+    assert config["data"]["split"]["seed"] == 7
+    assert config["data"]["split"]["fractions"] == [0.6, 0.2, 0.2]
+    assert config["seeds"] == [3]
+
+
+def test_resolved_config_round_trips_and_is_not_rewritten_when_unchanged(tmp_path):
+    config = load_config(DEFAULT)
+    path = tmp_path / "config.resolved.yaml"
+    assert write_resolved_config(config, path) is True
+    assert write_resolved_config(copy.deepcopy(config), path) is False
+    assert load_config(path) == config
+
+
+def test_schema_ships_in_the_package_and_the_workflow_links_to_it():
+    assert SCHEMA_PATH.is_file()
+    link = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert link.is_symlink()
+    assert link.resolve() == SCHEMA_PATH.resolve()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert "schemas/*.yaml" in pyproject, "the schema must be package data so installed copies find it"

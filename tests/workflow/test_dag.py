@@ -1,0 +1,98 @@
+"""The workflow's DAG: lint-clean, and dry-runs of the default and paper configs expand the whole study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER = REPO / "configs" / "paper.yaml"
+
+
+def test_lint_is_clean(snakemake):
+    run = snakemake("--lint")
+    assert run.returncode == 0, run.output
+    assert "Lints for" not in run.output, run.output
+
+
+def test_default_config_expands_the_whole_study(snakemake):
+    run = snakemake("-n", "--quiet", "rules")
+    assert run.returncode == 0, run.output
+    jobs = run.job_counts()
+    n_baselines = len(yaml.safe_load((REPO / "config.yaml").read_text())["baselines"]["models"])
+    assert jobs["train_modality"] == 15 * 3
+    assert jobs["train_detector"] == 2 * 3
+    assert jobs["train_segmentor"] == 2 * 3
+    assert jobs["train_baseline"] == n_baselines * 3
+    assert jobs["predict"] == 45 + n_baselines * 3
+    assert jobs["predict_twostage"] == 6
+    assert jobs["evaluate"] == 2 * (45 + 6 + n_baselines * 3)  # val and test
+    for once in ("synthesise", "index", "split", "preprocess", "select_subset", "tables", "figures"):
+        assert jobs[once] == 1, once
+    # a dry-run writes no results
+    assert not (snakemake.workdir / "results").exists()
+
+
+def test_paper_config_builds_the_full_dag_without_the_data(snakemake):
+    run = snakemake("-n", "--quiet", "rules", "--configfile", str(PAPER))
+    assert run.returncode == 0, run.output
+    assert "does not exist" in run.output  # the missing data root is pointed out
+    jobs = run.job_counts()
+    assert jobs["train_modality"] == 45
+    assert jobs["train_detector"] == 6 and jobs["train_segmentor"] == 6
+    assert jobs["train_baseline"] == 7 * 3
+    assert jobs["predict"] == 45 + 21 and jobs["predict_twostage"] == 6
+    assert jobs["evaluate"] == 2 * (45 + 6 + 21)
+    assert "synthesise" not in jobs
+    # per-case preprocessing waits for the index checkpoint; its collector is in the DAG
+    assert jobs["preprocess_all"] == 1 and "preprocess" not in jobs
+
+
+def test_paper_training_jobs_ask_for_a_gpu(snakemake):
+    run = snakemake("-n", "--configfile", str(PAPER), "--forcerun", "train_modality")
+    assert run.returncode == 0, run.output
+    block = run.output.split("rule train_modality:")[1].split("\n\n")[0]
+    assert "gpu=1" in block
+
+
+def test_reduced_study_and_override(snakemake, tmp_path):
+    override = tmp_path / "reduced.yaml"
+    override.write_text(yaml.safe_dump({
+        "seeds": [5],
+        "modality_study": {"subsets": ["t1c", "t2f+t1c"]},
+        "twostage": {"subsets": ["selected"], "train_on_detected": True},
+        "baselines": {"models": []},
+        "selection": {"override": "t1c+t2f"},
+        "tracking": {"enabled": False},
+    }))
+    run = snakemake("-n", "--configfile", str(override))
+    assert run.returncode == 0, run.output
+    jobs = run.job_counts()
+    assert jobs["train_modality"] == 2 and jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1
+    assert "train_baseline" not in jobs
+    assert "modality/unet/t1c+t2f/seed5/model.pt" in run.output
+    # the alias keeps paths independent of the decision; the decision file is an input
+    assert "twostage/segmentor/selected/seed5/model.pt" in run.output
+    segmentor = run.output.split("rule train_segmentor:")[1].split("\n\n")[0]
+    assert "selection/modality.json" in segmentor
+    assert "twostage/detector/selected/seed5/model.pt" in segmentor  # train_on_detected
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"modality_study": {"subsets": ["t1c", "t1c+t1ce"]}}, "modality_study.subsets[1]"),
+        ({"data": {"split": {"fractions": [0.5, 0.3, 0.3]}}}, "sums to 1.1"),
+        ({"baselines": {"models": ["resunet", "nnunet"]}}, "baselines.models[1] names model 'nnunet'"),
+    ],
+)
+def test_bad_config_fails_readably_before_any_job(snakemake, tmp_path, override, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    run = snakemake("-n", "--configfile", str(bad))
+    assert run.returncode != 0
+    assert "invalid configuration" in run.output
+    assert expected in run.output
+    assert "Traceback" not in run.output

@@ -1,0 +1,109 @@
+"""The whole workflow, for real, on a toy study (tests/workflow/reduced.yaml merged over config.yaml):
+synthetic cohort -> index -> split -> cache -> 2 modality subsets, the two-stage model with the
+selected subset and all four sequences, one baseline (1 seed, 3 steps each) -> predictions ->
+evaluation -> selection -> every table and figure -> the HTML report; then nothing is left to do,
+and a changed setting reruns exactly the jobs that depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REDUCED = REPO / "tests" / "workflow" / "reduced.yaml"
+
+TABLES = ["table1_modality", "table2_comparison", "table2_significance", "efficiency", "detection"]
+FIGURES = ["patients_per_split", "modality_heatmap", "qualitative", "training_modality",
+           "training_twostage", "training_baselines"]
+RUNS = [
+    "modality/unet/t1c/seed0",
+    "modality/unet/t1n+t2f/seed0",
+    "twostage/twostage/selected/seed0",
+    "twostage/twostage/t1c+t1n+t2f+t2w/seed0",
+    "baselines/resunet/t1c+t1n+t2f+t2w/seed0",
+]
+
+
+@pytest.mark.slow
+def test_reduced_study_runs_end_to_end(snakemake):
+    results = snakemake.workdir / "results"
+    run = snakemake("--configfile", str(REDUCED), "--cores", "2", timeout=1200)
+    assert run.returncode == 0, _failure_report(run, results)
+
+    # data
+    splits = pd.read_csv(results / "data" / "splits.tsv", sep="\t")
+    assert len(splits) == 8 and set(splits["split"]) == {"train", "val", "test"}
+    assert len(list((results / "data" / "preprocessed").glob("*.npy"))) == 8
+    # the resolved config the jobs read, and the MLflow store created before them
+    assert (results / "config.resolved.yaml").is_file()
+    assert (results / "mlflow").is_dir()
+
+    # every trained model, every prediction and metric file
+    for trained in ["modality/unet/t1c/seed0", "modality/unet/t1n+t2f/seed0",
+                    "twostage/detector/selected/seed0", "twostage/segmentor/selected/seed0",
+                    "twostage/detector/t1c+t1n+t2f+t2w/seed0", "twostage/segmentor/t1c+t1n+t2f+t2w/seed0",
+                    "baselines/resunet/t1c+t1n+t2f+t2w/seed0"]:
+        assert (results / trained / "model.pt").is_file(), trained
+    for run_dir in RUNS:
+        for split in ("val", "test"):
+            n_cases = int((splits["split"] == split).sum())
+            assert len(list((results / run_dir / "predictions" / split).glob("*.nii.gz"))) == n_cases
+            metrics = pd.read_csv(results / run_dir / "metrics" / f"{split}.tsv", sep="\t")
+            assert metrics["case"].nunique() == n_cases, (run_dir, split)
+            assert (results / run_dir / "inference" / f"{split}.tsv").is_file()
+
+    decision = json.loads((results / "selection" / "modality.json").read_text())
+    assert decision["chosen_subset"] in {"t1c", "t1n+t2f"}
+    assert decision["split"] == "val"
+    assert {row["subset"] for row in decision["ranking"]} == {"t1c", "t1n+t2f"}
+
+    for name in TABLES:
+        assert (results / "tables" / f"{name}.csv").stat().st_size > 0, name
+        assert "\\begin{tabular}" in (results / "tables" / f"{name}.tex").read_text(), name
+    table1 = pd.read_csv(results / "tables" / "table1_modality.csv")
+    assert len(table1) == 2
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+
+    # every job left a log; heavy ones a benchmark
+    assert (results / "logs" / "modality" / "unet" / "t1c" / "seed0" / "train.log").is_file()
+    assert (results / "benchmarks" / "modality" / "unet" / "t1c" / "seed0" / "train.tsv").is_file()
+
+    # the HTML report holds the tables and figures
+    report = snakemake("--configfile", str(REDUCED), "--report", "report.zip", timeout=300)
+    assert report.returncode == 0, report.output
+    with zipfile.ZipFile(snakemake.workdir / "report.zip") as archive:
+        names = "\n".join(archive.namelist())
+    assert "table1_modality.csv" in names and "qualitative.png" in names
+
+    # done means done: nothing reruns
+    again = snakemake("--configfile", str(REDUCED), "-n")
+    assert again.returncode == 0, again.output
+    assert "Nothing to be done" in again.output, again.output
+
+    # a changed inference setting re-predicts, re-evaluates and re-reports; it retrains only what
+    # depends on the re-made subset decision (the two-stage model on `selected`)
+    changed = snakemake("--configfile", str(REDUCED), "-n", "--quiet", "rules",
+                        "--config", "inference={overlap: 0.5, batch_size: 8, detector_threshold: 0.0}")
+    assert changed.returncode == 0, changed.output
+    jobs = changed.job_counts()
+    assert jobs["predict"] == 3 and jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10
+    assert "train_modality" not in jobs and "train_baseline" not in jobs, jobs
+    assert jobs["select_subset"] == 1 and jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1
+    assert "synthesise" not in jobs and "preprocess" not in jobs
+
+
+def _failure_report(run, results: Path) -> str:
+    """Snakemake's output plus the tail of every job log that mentions an error."""
+    parts = [run.output[-6000:]]
+    for log in sorted((results / "logs").rglob("*.log")) if (results / "logs").is_dir() else []:
+        text = log.read_text(errors="replace")
+        if "error" in text.lower() or "Traceback" in text:
+            parts.append(f"--- {log}\n{text[-2000:]}")
+    return "\n".join(parts)

@@ -1,0 +1,342 @@
+# Helpers shared by workflow/rules/*.smk (config validation, result paths,
+# wildcard constraints, input and param functions); rules hold no lambdas.
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+
+try:
+    from brainmets.config import (
+        SELECTED,
+        ConfigError,
+        cohort_root,
+        study_subsets,
+        twostage_subsets,
+        validate_config,
+        write_resolved_config,
+    )
+    from brainmets.constants import all_subsets
+except ImportError as exc:
+    raise WorkflowError(
+        f"the brainmets package is not importable ({exc}); run `bash scripts/setup.sh` "
+        "and start the workflow with the project's snakemake: .venv/bin/snakemake"
+    )
+
+# Jobs call `brainmets <verb>`: make the console script of the Python running
+# Snakemake win on PATH, so `.venv/bin/snakemake` works without activating .venv
+# (cluster jobs re-run this file and inherit the same PATH).
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+#: The software of every rule: one environment, this package (envs/brainmets.yaml,
+#: relative to the rule files). Run Snakemake inside .venv or the activated conda
+#: env; jobs inherit it. (--use-conda is not needed, and cannot build this env from
+#: Snakemake's copy of the file: its `pip -e ..` points at the repository.)
+CONDA_ENV = "../../envs/brainmets.yaml"
+
+
+# --------------------------------------------------------------------------- config
+
+# One validator for the workflow and the CLI (brainmets.config): readable
+# errors naming the key and what is allowed; fills defaults; canonical subsets.
+CONFIG_SOURCES = ", ".join(str(f) for f in workflow.configfiles) or "config"
+if workflow.config_settings.overwrite_config:
+    CONFIG_SOURCES += " + --config"
+try:
+    validate_config(config, source=CONFIG_SOURCES)
+except ConfigError as exc:
+    raise WorkflowError(str(exc))
+
+RESULTS = os.path.normpath(config["results"])
+#: The resolved config every job reads (--config); written by the onstart hook (setup.smk).
+RESOLVED_CONFIG = f"{RESULTS}/config.resolved.yaml"
+
+DATA = config["data"]
+SYNTHETIC = DATA["synthetic"]["enabled"]
+COHORT_ROOT = cohort_root(config)
+SEEDS = config["seeds"]
+RES = config["resources"]
+#: Splits every model is predicted and evaluated on.
+EVAL_SPLITS = ["val", "test"]
+
+if not SYNTHETIC and not Path(COHORT_ROOT).is_dir():
+    logger.warning(
+        f"data.root {COHORT_ROOT} does not exist: the DAG is built, but the index job will fail; "
+        "set data.root to the BraTS-MET root (one folder per case)"
+    )
+if config["selection"]["split"] == "test":
+    logger.warning(
+        "selection.split is 'test' (selection.allow_test: true): the modality subset is chosen "
+        "on the TEST split; test results of the two-stage model are then not held out"
+    )
+
+# --------------------------------------------------------------------------- paths
+
+CASES_TSV = f"{RESULTS}/data/cases.tsv"
+SPLITS_TSV = f"{RESULTS}/data/splits.tsv"
+CACHE_DIR = f"{RESULTS}/data/preprocessed"
+#: Flag: every case of cases.tsv is in the cache (training and inference read it).
+CACHE_DONE = f"{RESULTS}/data/preprocessed.done"
+#: Flag: the synthetic cohort is complete (the generator itself is resumable).
+SYNTH_DONE = f"{RESULTS}/data/synthetic.done"
+SELECTION_JSON = f"{RESULTS}/selection/modality.json"
+TABLES_DIR = f"{RESULTS}/tables"
+FIGURES_DIR = f"{RESULTS}/figures"
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+
+#: Run directory pattern of trained / evaluated runs (docs/architecture.md).
+RUN = "{study}/{model}/{subset}/seed{seed}"
+
+MODALITY_MODEL = config["modality_study"]["model"]
+MODALITY_SUBSETS = study_subsets(config)
+TWOSTAGE_SUBSETS = twostage_subsets(config)
+DETECTOR = config["twostage"]["detector"]
+SEGMENTOR = config["twostage"]["segmentor"]
+BASELINE_MODELS = config["baselines"]["models"]
+BASELINE_SUBSET = config["baselines"]["subset"]
+
+
+wildcard_constraints:
+    # canonical subset keys (t1c+t1n+t2f, ...) or the alias of the modality study's choice
+    subset="|".join([re.escape(s) for s in all_subsets()] + [SELECTED]),
+    seed=r"\d+",
+    split="|".join(EVAL_SPLITS),
+    study="modality|twostage|baselines",
+    model=r"[A-Za-z][A-Za-z0-9_-]*",
+    case=r"[^/]+",
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def run_dirs(study, models, subsets):
+    """Run directories (relative to RESULTS) of study x models x subsets x seeds."""
+    return expand(f"{study}/{{model}}/{{subset}}/seed{{seed}}", model=models, subset=subsets, seed=SEEDS)
+
+
+def evaluated_runs():
+    """Every run directory that is predicted and evaluated, in report order."""
+    return (
+        run_dirs("modality", [MODALITY_MODEL], MODALITY_SUBSETS)
+        + run_dirs("twostage", ["twostage"], TWOSTAGE_SUBSETS)
+        + run_dirs("baselines", BASELINE_MODELS, [BASELINE_SUBSET])
+    )
+
+
+def trained_runs():
+    """Every run directory holding a trained model.pt."""
+    return (
+        run_dirs("modality", [MODALITY_MODEL], MODALITY_SUBSETS)
+        + run_dirs("twostage", ["detector", "segmentor"], TWOSTAGE_SUBSETS)
+        + run_dirs("baselines", BASELINE_MODELS, [BASELINE_SUBSET])
+    )
+
+
+def get_modality_metrics(wildcards=None):
+    """Metrics of the modality study on the selection split (input of the selection)."""
+    split = config["selection"]["split"]
+    return [
+        f"{RESULTS}/{run}/metrics/{split}.tsv"
+        for run in run_dirs("modality", [MODALITY_MODEL], MODALITY_SUBSETS)
+    ]
+
+
+def get_report_inputs(wildcards=None):
+    """Every file the tables and figures read: metrics, inference logs, models, data tables."""
+    files = [CASES_TSV, SPLITS_TSV, SELECTION_JSON]
+    for run in evaluated_runs():
+        for split in EVAL_SPLITS:
+            files += [
+                f"{RESULTS}/{run}/metrics/{split}.tsv",
+                f"{RESULTS}/{run}/metrics/{split}_lesions.tsv",
+                f"{RESULTS}/{run}/inference/{split}.tsv",
+            ]
+    # model.pt stands for the run's history.tsv and model_info.json (written with it)
+    files += [f"{RESULTS}/{run}/model.pt" for run in trained_runs()]
+    return files
+
+
+# --------------------------------------------------------------------------- training inputs
+
+
+def get_train_inputs(wildcards):
+    """Inputs of every training job: the cache, the split and, for `selected`, the decision."""
+    inputs = {"cache": CACHE_DONE, "splits": SPLITS_TSV}
+    if wildcards.subset == SELECTED:
+        inputs["selection"] = SELECTION_JSON
+    return inputs
+
+
+def get_segmentor_inputs(wildcards):
+    """Segmentor inputs: as any training, plus the detector when training on detected crops."""
+    inputs = get_train_inputs(wildcards)
+    if config["twostage"]["train_on_detected"]:
+        inputs["detector"] = f"{RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/model.pt"
+    return inputs
+
+
+def selection_arg(wildcards):
+    """`--selection <json>` for the alias subset `selected`, else nothing."""
+    return f"--selection {SELECTION_JSON}" if wildcards.subset == SELECTED else ""
+
+
+def detector_arg(wildcards):
+    """`--detector <model.pt>` when the segmentor trains on the detector's crops."""
+    if not config["twostage"]["train_on_detected"]:
+        return ""
+    return f"--detector {RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/model.pt"
+
+
+def model_settings(wildcards):
+    """The config a training job depends on (params: a change here retrains, nothing else does)."""
+    return {"model": config["models"][wildcards.model], "training": config["training"]}
+
+
+def twostage_settings(wildcards):
+    """Config of a two-stage training job (detector or segmentor)."""
+    return {
+        "detector": config["models"][DETECTOR],
+        "segmentor": config["models"][SEGMENTOR],
+        "training": config["training"],
+        "train_on_detected": config["twostage"]["train_on_detected"],
+    }
+
+
+def resolved_config(wildcards):
+    """The config file a job reads (a param, not an input: see setup.smk)."""
+    return RESOLVED_CONFIG
+
+
+def init_tracking():
+    """`brainmets tracking init` before the first job; a failure only warns (files are the truth)."""
+    import subprocess
+
+    log = Path(LOGS) / "tracking_init.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        status = subprocess.run(
+            ["brainmets", "tracking", "init", "--config", RESOLVED_CONFIG],
+            stdout=out, stderr=subprocess.STDOUT,
+        ).returncode
+    if status != 0:
+        logger.warning(
+            f"MLflow tracking could not be initialised (see {log}); training jobs will try again "
+            "and warn, results are written to files either way"
+        )
+
+
+def out_dir(wildcards, output):
+    """Output directory of a job: the folder of its first output (model.pt, predictions/, a table)."""
+    return str(Path(output[0]).parent)
+
+
+def results_dir(wildcards, output):
+    """The results root, two levels above the job's first output (tables/x.csv, selection/x.json)."""
+    return str(Path(output[0]).parent.parent)
+
+
+def flagged_dir(wildcards, output):
+    """The directory a job fills, named by its flag output (<dir>.done)."""
+    return str(Path(output[0]).with_suffix(""))
+
+
+def cache_dir(wildcards, input):
+    """The preprocessed cache directory, named by its completeness flag (<dir>.done)."""
+    return str(Path(input.cache).with_suffix(""))
+
+
+# --------------------------------------------------------------------------- final targets
+
+
+def get_final_outputs():
+    return [SELECTION_JSON] + get_table_files() + get_figure_files()
+
+
+# --------------------------------------------------------------------------- report files
+
+#: Tables written by `brainmets tables` (brainmets.reporting.tables), each as .csv and .tex.
+TABLES = ["table1_modality", "table2_comparison", "table2_significance", "efficiency", "detection"]
+
+
+def training_figure_stems():
+    """Training-curve figures: one per study that has runs."""
+    stems = ["training_modality", "training_twostage"]
+    if BASELINE_MODELS:
+        stems.append("training_baselines")
+    return stems
+
+
+def figure_stems():
+    """Figures written by `brainmets figures` (brainmets.reporting.figures), each as .png and .pdf."""
+    return ["patients_per_split", "modality_heatmap", "qualitative"] + training_figure_stems()
+
+
+def get_table_files():
+    return expand(f"{TABLES_DIR}/{{name}}.{{ext}}", name=TABLES, ext=["csv", "tex"])
+
+
+def get_figure_files():
+    return expand(f"{FIGURES_DIR}/{{name}}.{{ext}}", name=figure_stems(), ext=["png", "pdf"])
+
+
+# --------------------------------------------------------------------------- data inputs
+
+
+def synth_shape_arg():
+    shape = DATA["synthetic"]["shape"]
+    return "" if shape is None else "--shape " + " ".join(str(n) for n in shape)
+
+
+def synth_spacing_arg():
+    spacing = DATA["synthetic"]["spacing"]
+    return "" if spacing is None else f"--spacing {spacing}"
+
+
+def cache_spacing_arg():
+    spacing = DATA["spacing"]
+    return "" if spacing is None else "--spacing " + " ".join(str(s) for s in spacing)
+
+
+def get_index_inputs(wildcards):
+    """The synthetic cohort's flag; nothing for a real root (it may not exist during a dry run)."""
+    return [SYNTH_DONE] if SYNTHETIC else []
+
+
+def get_split_inputs(wildcards):
+    inputs = {"cases": CASES_TSV}
+    if DATA["split"]["file"] is not None:
+        inputs["split_file"] = DATA["split"]["file"]
+    return inputs
+
+
+def split_file_arg(wildcards, input):
+    return f"--split-file {input.split_file}" if "split_file" in input.keys() else ""
+
+
+def get_cached_cases(wildcards):
+    """Cache files of every ok case; asks the index checkpoint (the case set is data-dependent)."""
+    import pandas as pd
+
+    cases_tsv = checkpoints.index.get().output[0]
+    table = pd.read_csv(cases_tsv, sep="\t", usecols=["case", "status"])
+    cases = table.loc[table["status"] == "ok", "case"].tolist()
+    return expand(f"{CACHE_DIR}/{{case}}.{{ext}}", case=cases, ext=["npy", "json"])
+
+
+def selection_extra_args():
+    """`--override KEY` and `--allow-test` of the subset selection, as configured."""
+    sel = config["selection"]
+    args = []
+    if sel["override"] is not None:
+        args.append(f"--override {sel['override']}")
+    if sel["allow_test"]:
+        args.append("--allow-test")
+    return " ".join(args)

@@ -1,0 +1,57 @@
+# Modality impact study: the 3D U-Net (modality_study.model) trained on each
+# modality subset (all 15 by default) x seeds, then the subset selection.
+# Prediction and evaluation of these runs: evaluation.smk.
+
+
+rule train_modality:
+    """Train the study's U-Net on one modality subset and seed (resumes from checkpoint.pt)."""
+    input:
+        unpack(get_train_inputs),
+    output:
+        f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/model.pt",
+    params:
+        config=resolved_config,
+        cache=cache_dir,
+        out_dir=out_dir,
+        settings=model_settings,
+    threads: RES["train"]["threads"]
+    resources:
+        mem_mb=RES["train"]["mem_mb"],
+        runtime=RES["train"]["runtime"],
+        gpu=RES["train"]["gpu"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/modality/{{model}}/{{subset}}/seed{{seed}}/train.log",
+    benchmark:
+        f"{BENCHMARKS}/modality/{{model}}/{{subset}}/seed{{seed}}/train.tsv"
+    shell:
+        "brainmets train --config {params.config} --study modality --model {wildcards.model} "
+        "--subset {wildcards.subset} --seed {wildcards.seed} --cache {params.cache} "
+        "--splits {input.splits} --out-dir {params.out_dir} --threads {threads} --no-progress "
+        "> {log} 2>&1"
+
+
+rule select_subset:
+    """Rank the subsets on the selection split and write the decision (or the fixed override)."""
+    input:
+        get_modality_metrics,
+    output:
+        SELECTION_JSON,
+    params:
+        results=results_dir,
+        model=MODALITY_MODEL,
+        metric=config["selection"]["metric"],
+        split=config["selection"]["split"],
+        regions=config["selection"]["regions"],
+        subsets=MODALITY_SUBSETS,
+        seeds=SEEDS,
+        extra=selection_extra_args(),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/select_subset.log",
+    shell:
+        "brainmets select --results {params.results} --study modality --model {params.model} "
+        "--metric {params.metric} --split {params.split} --regions {params.regions} "
+        "--subsets {params.subsets} --seeds {params.seeds} {params.extra} --out {output} > {log} 2>&1"
