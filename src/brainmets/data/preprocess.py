@@ -422,8 +422,12 @@ def preprocess_cases(cases: Mapping[str, Mapping[str, str | Path]], out_dir: str
         bar.close()
     if failures:
         listing = "\n".join(f"  - {message}" for message in failures)
+        # `brainmets index` validated these files; a failure here means they changed since
+        # (or a bug, logged with its traceback above): say how to get going again.
         raise BrainmetsError(f"{len(failures)} of {len(jobs)} cases failed to preprocess "
-                             f"(the other cases were written):\n{listing}")
+                             f"(the other cases were written):\n{listing}\n"
+                             "fix or restore the named files and run `brainmets index` again (it checks every "
+                             "file), or leave the cases out with `brainmets index --on-bad-case skip`")
     return done
 
 
@@ -520,10 +524,19 @@ def probabilities_to_original_grid(maps: np.ndarray, meta: Mapping[str, Any],
 
 def write_label_nifti(label_cache: np.ndarray, meta: Mapping[str, Any], out_path: str | Path) -> Path:
     """Write a cache-grid label map as a uint8 NIfTI on the case's original grid (atomic)."""
+    labels, _ = to_original_grid(label_cache, meta)
+    return write_original_label_nifti(labels, meta, out_path)
+
+
+def write_original_label_nifti(labels: np.ndarray, meta: Mapping[str, Any], out_path: str | Path) -> Path:
+    """Write a label map already on the original grid: uint8, original affine and qform/sform codes, atomic."""
     import nibabel as nib
 
-    labels, affine = to_original_grid(label_cache, meta)
-    image = nib.Nifti1Image(labels, affine)
+    expected = tuple(int(n) for n in meta["original_shape"])
+    if labels.shape != expected:
+        raise BrainmetsError(f"{meta['case']}: label map {labels.shape} is not on the original grid {expected}")
+    affine = np.asarray(meta["original_affine"], dtype=np.float64)
+    image = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine)
     header = image.header
     header.set_data_dtype(np.uint8)
     header.set_xyzt_units("mm", "sec")

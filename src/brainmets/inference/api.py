@@ -68,28 +68,10 @@ def table_path(out_dir: str | Path, split: str) -> Path:
 
 
 def write_labels_nifti(labels: np.ndarray, meta: Mapping[str, Any], out_path: str | Path) -> Path:
-    """Write a label map that is already on the original grid (uint8, original affine, atomic).
+    """Write a label map that is already on the original grid (uint8, original affine, atomic)."""
+    from brainmets.data.preprocess import write_original_label_nifti
 
-    The header follows :func:`brainmets.data.preprocess.write_label_nifti`
-    (which takes a cache-grid map instead): original qform/sform codes, mm units.
-    """
-    import nibabel as nib
-
-    expected = tuple(int(n) for n in meta["original_shape"])
-    if labels.shape != expected:
-        raise BrainmetsError(f"{meta['case']}: label map {labels.shape} is not on the original grid {expected}")
-    affine = np.asarray(meta["original_affine"], dtype=np.float64)
-    image = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine)
-    header = image.header
-    header.set_data_dtype(np.uint8)
-    header.set_xyzt_units("mm", "sec")
-    header.set_qform(affine, code=int(meta.get("original_qform_code", 1)) or 1)
-    header.set_sform(affine, code=int(meta.get("original_sform_code", 1)) or 1)
-    header["descrip"] = b"brainmets labels 1=NETC 2=SNFH 3=ET"
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        nib.save(image, tmp)
-    return out_path
+    return write_original_label_nifti(labels, meta, out_path)
 
 
 def reference_from_config(config: Mapping[str, Any] | None, in_channels: int) -> ReferenceModel | None:
