@@ -26,8 +26,11 @@ MLflow and is built around the failure modes measured on this project
   defaults set below unless the environment already sets them: 2 retries,
   backoff factor 1, 10 s timeout, so an unreachable server costs seconds, not
   the ~4 minutes of MLflow's defaults). The first failure logs one warning and
-  disables tracking for the rest of the run. Async logging stays off (it lost
-  data under load); metrics go in batches (``MlflowClient.log_batch``).
+  disables tracking for the rest of the run (tests/tracking measures and
+  checks this against a real server: unreachable, killed mid-run). A server
+  that refuses the Host header (403; ``mlflow server --allowed-hosts``) gets a
+  warning naming the fix. Async logging stays off (it lost data under load);
+  metrics go in batches (``MlflowClient.log_batch``).
 * ``mlflow`` is imported lazily (it costs ~2 s); checkpoints are not logged
   as models (``mlflow.pytorch.log_model`` costs ~8 s per call).
 """
@@ -38,6 +41,7 @@ import logging
 import math
 import os
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -89,6 +93,22 @@ def artifact_root(uri: str) -> str | None:
         db = Path(uri[len("sqlite:///"):])
         return (db.parent / "artifacts").resolve().as_uri()
     return None
+
+
+def describe_failure(exc: BaseException, uri: str) -> str:
+    """One line for a tracking failure; names the fix when the server refused our Host header.
+
+    An ``mlflow server`` answers 403 to Host headers other than localhost and
+    private IPs unless started with ``--allowed-hosts`` (which then replaces
+    that default): the usual mistake when jobs reach it by host name.
+    """
+    text = str(exc)
+    line = text.splitlines()[0] if text else ""
+    if "Invalid Host header" in text:
+        host = urllib.parse.urlsplit(uri).netloc
+        line += (f" (the server at {uri} refuses the Host header {host!r}: start it with "
+                 f"--allowed-hosts listing {host})")
+    return f"{exc.__class__.__name__}: {line}"
 
 
 def _client(uri: str):
@@ -173,6 +193,7 @@ class RunTracker:
 
     def __init__(self) -> None:
         self.client = None
+        self.uri: str | None = None
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
@@ -188,6 +209,7 @@ class RunTracker:
         tracker = cls()
         if uri is None:
             return tracker
+        tracker.uri = uri
         began = time.perf_counter()
         try:
             tracker._open(uri, study, model, subset, seed, Path(run_dir).resolve(), params)
@@ -230,8 +252,8 @@ class RunTracker:
                 client.log_batch(run_id, params=items[i:i + _MAX_PARAMS_PER_BATCH])
 
     def _fail(self, what: str, exc: BaseException) -> None:
-        logger.warning("%s: %s: %s. MLflow tracking is off for the rest of this run; the run's own files "
-                       "are still written.", what, exc.__class__.__name__, str(exc).splitlines()[0] if str(exc) else "")
+        logger.warning("%s: %s. MLflow tracking is off for the rest of this run; the run's own files "
+                       "are still written.", what, describe_failure(exc, self.uri or ""))
         self.client, self.run_id, self._pending = None, None, []
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brainmets.config import load_config
-    from brainmets.tracking import DEFAULT_STUDIES, init_store, tracking_uri
+    from brainmets.tracking import DEFAULT_STUDIES, describe_failure, init_store, tracking_uri
 
     config = load_config(args.config)
     uri = tracking_uri(config, args.results)
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ids = init_store(uri, args.study or DEFAULT_STUDIES)
     except Exception as exc:  # noqa: BLE001 - MLflow / SQLAlchemy / network errors, shown without traceback
-        raise BrainmetsError(f"could not initialise the MLflow store at {uri}: {exc.__class__.__name__}: {exc}") from exc
+        raise BrainmetsError(f"could not initialise the MLflow store at {uri}: {describe_failure(exc, uri)}") from exc
     for study, experiment_id in ids.items():
         print(f"{uri}: experiment brainmets/{study} (id {experiment_id}) ready")
     return 0
