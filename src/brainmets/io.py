@@ -8,6 +8,7 @@ the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -29,12 +30,14 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BrainmetsError(f"cannot create output directory {path.parent}: {exc.strerror}") from exc
+        raise BrainmetsError(
+            f"cannot create output directory {path.parent}: {exc.strerror}{_advice(exc.errno, path)}"
+        ) from exc
     suffix = suffix if suffix is not None else "".join(path.suffixes)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
     except OSError as exc:
-        raise BrainmetsError(f"cannot write to {path.parent}: {exc.strerror}") from exc
+        raise BrainmetsError(f"cannot write to {path.parent}: {exc.strerror}{_advice(exc.errno, path)}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -44,11 +47,48 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException as exc:
+        # Some writers report a full disk without saying so (torch.save: "RuntimeError: [enforce
+        # fail at inline_container.cc] unexpected pos"; numpy's tofile: an OSError without errno,
+        # "N requested and M written"); ask the file system before the temporary file gives its
+        # space back.
+        unexplained = isinstance(exc, Exception) and not isinstance(exc, BrainmetsError) and (
+            not isinstance(exc, OSError) or exc.errno is None)
+        full = unexplained and _disk_full(tmp_path)
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
-        if isinstance(exc, OSError) and not isinstance(exc, BrainmetsError):
-            raise BrainmetsError(f"could not write {path}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError) and not full:
+            raise BrainmetsError(f"could not write {path}: {exc.strerror or exc}{_advice(exc.errno, path)}") from exc
+        if full:
+            raise BrainmetsError(
+                f"could not write {path}: no space left on device ({type(exc).__name__}: {exc})"
+                f"{_advice(errno.ENOSPC, path)}"
+            ) from exc
         raise
+
+
+#: A failed write is put down to a full file system when less than this is free (bytes) ...
+_FULL_BELOW = 1 << 20
+#: ... and less than this fraction of the file system (small file systems, e.g. a tmpfs).
+_FULL_FRACTION = 0.05
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    free = stat.f_bavail * stat.f_frsize
+    return free < min(_FULL_BELOW, _FULL_FRACTION * stat.f_blocks * stat.f_frsize)
+
+
+def _advice(code: int | None, path: Path) -> str:
+    """What to do about a failed write, for the errors a user can fix."""
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return (f"; the file system holding {path.parent} is full: "
+                "free space (or write the results elsewhere) and run again")
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"; {path.parent} is not writable: make it writable or write the results elsewhere"
+    return ""
 
 
 def _umask() -> int:

@@ -405,44 +405,53 @@ def preprocess_cases(cases: Mapping[str, Mapping[str, str | Path]], out_dir: str
     jobs = [(case, dict(paths), str(out_dir), spacing, overwrite) for case, paths in cases.items()]
     done: list[Path] = []
     failures: list[str] = []
+    file_problems: list[bool] = []
     bar = tqdm(total=len(jobs), desc="preprocess", unit="case", disable=not progress)
     try:
         if workers == 1 or len(jobs) <= 1:
             results = map(_preprocess_one, jobs)
-            for path, error in results:
+            for path, error, file_problem in results:
                 _collect(path, error, done, failures)
+                file_problems.append(file_problem)
                 bar.update()
         else:
             # Each worker holds one case (~0.5 GB at 240x240x155); numpy runs single-threaded.
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                for path, error in pool.map(_preprocess_one, jobs):
+                for path, error, file_problem in pool.map(_preprocess_one, jobs):
                     _collect(path, error, done, failures)
+                    file_problems.append(file_problem)
                     bar.update()
     finally:
         bar.close()
     if failures:
         listing = "\n".join(f"  - {message}" for message in failures)
-        # `brainmets index` validated these files; a failure here means they changed since
-        # (or a bug, logged with its traceback above): say how to get going again.
+        advice = ""
+        if any(file_problems):
+            # `brainmets index` validated these files: they changed since. Say how to get going again.
+            advice = ("\nfix or restore the named files and run `brainmets index` again (it checks every "
+                      "file), or leave the cases out with `brainmets index --on-bad-case skip`")
         raise BrainmetsError(f"{len(failures)} of {len(jobs)} cases failed to preprocess "
-                             f"(the other cases were written):\n{listing}\n"
-                             "fix or restore the named files and run `brainmets index` again (it checks every "
-                             "file), or leave the cases out with `brainmets index --on-bad-case skip`")
+                             f"(the other cases were written):\n{listing}{advice}")
     return done
 
 
-def _preprocess_one(job: tuple) -> tuple[Path | None, str | None]:
-    """Worker: ``(npy path, None)`` or ``(None, message)``; exceptions do not cross processes."""
+def _preprocess_one(job: tuple) -> tuple[Path | None, str | None, bool]:
+    """Worker: ``(npy path, None, False)`` or ``(None, message, is a problem of the case's files)``.
+
+    Exceptions do not cross processes (CaseError does not pickle), so errors travel as text.
+    """
     case, paths, out_dir, spacing, overwrite = job
     try:
-        return preprocess_case(case, paths, out_dir, spacing=spacing, overwrite=overwrite), None
-    except BrainmetsError as exc:
-        return None, str(exc)
+        return preprocess_case(case, paths, out_dir, spacing=spacing, overwrite=overwrite), None, False
+    except CaseError as exc:
+        return None, str(exc), True
+    except BrainmetsError as exc:  # e.g. the cache cannot be written (disk full, read-only)
+        return None, f"{case}: {exc}", False
     except MemoryError:
-        return None, f"{case}: out of memory while preprocessing (use fewer --workers)"
+        return None, f"{case}: out of memory while preprocessing (use fewer --workers)", False
     except Exception as exc:  # a bug, not bad data: keep the traceback in the log
         log.exception("%s: unexpected error while preprocessing", case)
-        return None, f"{case}: unexpected {type(exc).__name__}: {exc}"
+        return None, f"{case}: unexpected {type(exc).__name__}: {exc}", False
 
 
 def _collect(path: Path | None, error: str | None, done: list[Path], failures: list[str]) -> None:

@@ -390,8 +390,7 @@ def train(config: Mapping[str, Any], request: RunRequest, progress: bool = True,
     resolved = _resolved_config(request, task, settings, ts, spec, patch, in_channels, out_channels,
                                 {"train": cases["train"], "val": val_cases}, str(device), threads)
     fingerprint = _fingerprint(resolved, {"train": cases["train"], "val": val_cases})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "config.yaml", _yaml(resolved))
+    write_text(out_dir / "config.yaml", _yaml(resolved))  # creates out_dir (a clear error when it cannot)
 
     torch.manual_seed(request.seed)
     model = build_model(request.model, spec, in_channels, out_channels).to(device)

@@ -232,7 +232,12 @@ def synthesize_cohort(
     log.info("synthetic cohort %s: %d of %d cases present, generating %d", root, n_cases - len(todo), n_cases, len(todo))
     if not todo:
         return ids
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BrainmetsError(
+            f"cannot create the cohort directory {root}: {exc.strerror}; choose a writable --out-dir"
+        ) from exc
     bar = tqdm(total=len(todo), desc="synth", unit="case", disable=not progress)
     try:
         if workers <= 1 or len(todo) == 1:
