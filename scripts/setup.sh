@@ -8,8 +8,9 @@
 # (see README, "GPU install"), then run this script.
 #
 # --test: also install the system packages the test suite exercises for real
-#         (a TeX engine with booktabs to compile the generated tables), via apt-get
-#         when running as root; otherwise say what is missing.
+#         (a TeX engine with booktabs to compile the generated tables; Debian's
+#         SLURM, munge and MariaDB for the real-cluster test), via apt-get when
+#         running as root; otherwise say what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_TEST_DEPS=0
@@ -29,6 +30,13 @@ if [ "$WITH_TEST_DEPS" = 1 ]; then
     else
       echo "[setup] warning: pdflatex not found; install $APT_PKGS so the LaTeX tests can run" >&2
     fi
+  fi
+  # A real single-node SLURM (munge, slurmctld, slurmd, slurmdbd, mariadb) for tests/cluster.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing SLURM packages for the cluster test"
+    bash scripts/cluster/slurm_up.sh --install-only
+  else
+    echo "[setup] warning: not root: tests/cluster needs root to stand up SLURM" >&2
   fi
 fi
 PY=${PYTHON:-python3}
