@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from brainmets.constants import TRAIN_REGIONS, parse_subset, subset_channels, subset_key
+from brainmets.constants import TRAIN_REGIONS, subset_channels
+from brainmets.decision import resolve_subset
 from brainmets.errors import BrainmetsError
-from brainmets.io import read_json, read_table, write_json, write_table, write_text
+from brainmets.io import read_table, write_json, write_table, write_text
 from brainmets.training.settings import (
     TaskSettings,
     TrainingSettings,
@@ -85,25 +86,6 @@ class TrainResult:
     start_iteration: int = 0
     data_wait_fraction: float = float("nan")
     best: dict[str, Any] | None = None
-
-
-def resolve_subset(subset: str, selection: str | Path | None = None) -> str:
-    """A canonical subset key from ``KEY``, ``selected`` (needs ``selection``) or ``@<selection json>``."""
-    source = None
-    if subset == "selected":
-        if selection is None:
-            raise BrainmetsError("--subset selected needs --selection results/selection/modality.json")
-        source = Path(selection)
-    elif subset.startswith("@"):
-        source = Path(subset[1:])
-    if source is not None:
-        decision = read_json(source)
-        if not isinstance(decision, dict) or "chosen_subset" not in decision:
-            raise BrainmetsError(f"{source} has no 'chosen_subset' (expected a `brainmets select` decision file)")
-        subset = str(decision["chosen_subset"])
-    key = subset_key(subset.split("+"))
-    parse_subset(key)
-    return key
 
 
 def _split_cases(splits: Path) -> dict[str, list[str]]:
