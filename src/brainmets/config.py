@@ -42,6 +42,7 @@ import copy
 import difflib
 import functools
 import math
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -295,21 +296,26 @@ def _describe_schema_error(error) -> list[str]:
 
 
 def _describe_one_of(error) -> list[str]:
-    """A discriminated union (a model's ``arch``, an optimiser's ``name``): the chosen branch's errors.
+    """A discriminated union (a model's ``arch``, an optimiser's ``name``): the meant branch's errors.
 
-    A branch whose discriminator (a ``const``/``enum`` on a key of the
-    instance) fails is not the one meant; when exactly one branch is left, its
-    errors are the problems. When every branch fails on the discriminator, the
-    value of that key is the problem and the allowed values are listed.
+    The discriminator is the key whose ``const``/``enum`` fails in the most
+    branches; a branch failing on it is not the one meant. When exactly one
+    branch is left, its errors are the problems; when none is, the
+    discriminator's value is the problem and the allowed values are listed.
     """
     branches: dict[int, list] = {}
     for sub in error.context:
         branches.setdefault(sub.relative_schema_path[0], []).append(sub)
 
-    def discriminator(sub) -> bool:
-        return sub.validator in ("const", "enum") and len(sub.relative_path) == 1
+    def fails_on(sub) -> str | None:
+        """The key of the instance whose const/enum ``sub`` reports, if it is one."""
+        if sub.validator in ("const", "enum") and len(sub.relative_path) == 1:
+            return sub.relative_path[0]
+        return None
 
-    meant = [subs for subs in branches.values() if not any(discriminator(s) for s in subs)]
+    counts = Counter(key for subs in branches.values() for key in {fails_on(s) for s in subs} if key is not None)
+    key = counts.most_common(1)[0][0] if counts else None
+    meant = [subs for subs in branches.values() if key is None or all(fails_on(s) != key for s in subs)]
     if len(meant) == 1:
         return [line for sub in meant[0] for line in _describe_schema_error(sub)]
     if meant:
@@ -318,18 +324,15 @@ def _describe_one_of(error) -> list[str]:
         common = [line for line in described[0] if all(line in other for other in described[1:])]
         if common:
             return common
-    keys = {sub.relative_path[0] for subs in branches.values() for sub in subs if discriminator(sub)}
-    if not meant and len(keys) == 1 and isinstance(error.instance, dict):
-        key = keys.pop()
+    if key is not None and not meant:
         allowed: list[Any] = []
-        for subs in branches.values():
-            for sub in subs:
-                if discriminator(sub):
-                    values = [sub.validator_value] if sub.validator == "const" else sub.validator_value
-                    allowed += [v for v in values if v not in allowed]
-        where = _key_path([*error.absolute_path, key])
-        return [f"config key {where} is {error.instance[key]!r}; allowed: {', '.join(map(str, allowed))}"
-                + _did_you_mean(error.instance[key], allowed)]
+        for sub in error.context:
+            if fails_on(sub) == key:
+                values = [sub.validator_value] if sub.validator == "const" else sub.validator_value
+                allowed += [v for v in values if v not in allowed]
+        value = error.instance[key]
+        return [f"config key {_key_path([*error.absolute_path, key])} is {value!r}; "
+                f"allowed: {', '.join(map(str, allowed))}" + _did_you_mean(value, allowed)]
     description = error.schema.get("description")
     return [f"config key {_key_path(error.absolute_path)} is {error.instance!r}; "
             f"expected {description or error.message}"]

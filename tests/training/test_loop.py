@@ -8,9 +8,10 @@ import torch
 import yaml
 
 from brainmets.config import validate_config, validate_model
+from brainmets.decision import resolve_subset
 from brainmets.errors import BrainmetsError
 from brainmets.models import build_model, forward_outputs, load_trained
-from brainmets.training.loop import RunRequest, resolve_subset, train
+from brainmets.training.loop import RunRequest, train
 from brainmets.training.losses import region_targets, segmentation_loss
 from brainmets.training.sampling import PatchSampler
 from brainmets.training.schedules import build_optimizer

@@ -164,23 +164,26 @@ def test_misspelt_key_gets_a_suggestion():
     assert "did you mean selection.metric?" in message
 
 
-@pytest.mark.parametrize("section, mutate, expected", [
-    ("models", lambda c: c["models"]["unet"].update(filterz=[8, 16]),
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c["models"]["unet"].update(filterz=[8, 16]),
      ["unknown config key models.unet.filterz (did you mean models.unet.filters?)", "allowed keys here: arch,"]),
-    ("models", lambda c: c["models"]["detector"].update(arch="densenet"),
+    (lambda c: c["models"]["detector"].update(arch="densenet"),
      ["config key models.detector.arch is 'densenet'", "densenet121", "did you mean"]),
-    ("models", lambda c: c["models"]["segresnet"].update(blocks_down="1,1"),
+    (lambda c: c["models"]["unet"].update(task="segmentaton"),
+     ["config key models.unet.task is 'segmentaton'; allowed: segmentation, detection (did you mean segmentation?)"]),
+    (lambda c: c["models"]["segresnet"].update(blocks_down="1,1"),
      ["config key models.segresnet.blocks_down: '1,1' is not of type 'array'"]),
-    ("training", lambda c: c["training"]["segmentation"]["optimizer"].update(lrr=0.1),
+    (lambda c: c["training"]["segmentation"]["optimizer"].update(lrr=0.1),
      ["unknown config key training.segmentation.optimizer.lrr (did you mean training.segmentation.optimizer.lr?)"]),
-    ("training", lambda c: c["training"]["augmentation"].update(mirror_prob=2),
+    (lambda c: c["training"]["augmentation"].update(mirror_prob=2),
      ["config key training.augmentation.mirror_prob: 2 is greater than the maximum of 1"]),
-    ("inference", lambda c: c["inference"].update(blend="gauss"),
+    (lambda c: c["inference"].update(blend="gauss"),
      ["config key inference.blend is 'gauss'; allowed: constant, gaussian (did you mean gaussian?)"]),
-    ("reporting", lambda c: c["reporting"].update(detection_region=["WT"]),
+    (lambda c: c["reporting"].update(detection_region=["WT"]),
      ["unknown config key reporting.detection_region (did you mean reporting.detection_regions?)"]),
-])
-def test_every_section_is_checked_by_the_schema(section, mutate, expected):
+], ids=["model key", "model arch", "model task", "model value", "optimizer key", "augmentation value", "inference value",
+        "reporting key"])
+def test_every_section_is_checked_by_the_schema(mutate, expected):
     config = default_config()
     mutate(config)
     message = problems_of(config)
