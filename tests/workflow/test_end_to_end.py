@@ -89,8 +89,10 @@ def test_reduced_study_runs_end_to_end(snakemake):
 
     # a changed inference setting re-predicts, re-evaluates and re-reports; it retrains only what
     # depends on the re-made subset decision (the two-stage model on `selected`)
-    changed = snakemake("--configfile", str(REDUCED), "-n", "--quiet", "rules",
-                        "--config", "inference={overlap: 0.5, batch_size: 8, detector_threshold: 0.0}")
+    # (a file, not --config inference={...}: Snakemake reads nested --config values as strings)
+    overlap = snakemake.workdir / "overlap.yaml"
+    overlap.write_text("inference: {overlap: 0.5, batch_size: 8, detector_threshold: 0.0}\n")
+    changed = snakemake("--configfile", str(REDUCED), str(overlap), "-n", "--quiet", "rules")
     assert changed.returncode == 0, changed.output
     jobs = changed.job_counts()
     assert jobs["predict"] == 3 and jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10
