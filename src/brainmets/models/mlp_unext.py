@@ -1,11 +1,11 @@
 """MLP-UNEXT (Li, Chang, Yang, SPIE Medical Imaging 2024), reconstructed for this registry.
 
-MLP-UNEXT is in no package and its layer sizes could not be consulted from
-here; the paper authors' repo (xmindflow/Met-Seg) imports it from a module it
-does not publish. This module is therefore a reconstruction of the design its
-name and abstract describe, a volumetric UNeXt: UNeXt (Valanarasu and Patel,
-MICCAI 2022; a convolutional early stage and a tokenized, shifted-MLP latent
-stage) lifted to 3D. Its parameter and GMAC counts are this reconstruction's;
+MLP-UNEXT is in no package, and neither its paper's text nor its code could be
+consulted from the machine this was written on; the paper authors' repo
+(xmindflow/Met-Seg) imports it from a module it does not publish. This module is
+therefore a reconstruction of the design its name states, a volumetric UNeXt:
+UNeXt (Valanarasu and Patel, MICCAI 2022; a convolutional early stage and a
+tokenized, shifted-MLP latent stage) lifted to 3D. Its parameter and GMAC counts are this reconstruction's;
 no paper count is checked.
 
 Followed from UNeXt:

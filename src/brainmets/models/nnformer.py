@@ -1,12 +1,16 @@
 """nnFormer (Zhou et al., "nnFormer: Volumetric Medical Image Segmentation via a 3D
 Transformer", IEEE TIP 32, 2023), reconstructed for this registry.
 
-nnFormer is in no package. This module is written from the paper, with the
-layer sizes the paper leaves open taken from the authors' released
-configurations (282857341/nnFormer; the paper authors' repo xmindflow/Met-Seg
-trains the same design). It is a reconstruction, not the authors' code.
+nnFormer is in no package. This module realises the components the paper
+describes (abstract and method: interleaved convolution and self-attention,
+local and global volume-based self-attention, skip attention in place of
+concatenation) with the layout and sizes of the authors' released BraTS
+configuration (282857341/nnFormer; the paper authors' repo xmindflow/Met-Seg
+trains a copy of it), read but not copied. The paper's full text could not be
+consulted from the machine this was written on, so its layer details are taken
+as the released code has them. It is a reconstruction, not the authors' code.
 
-Followed from the paper:
+Followed (the paper's components, laid out as released):
 
 * convolutional embedding: four 3x3x3 convolutions, the first and the third
   strided (together ``embed_patch`` per axis: 2 then the rest, as the released
@@ -35,15 +39,16 @@ said otherwise):
 * widths ``embed_dim`` 96 doubling per stage, depths (2, 2, 2, 2), heads
   (3, 6, 12, 24), windows (4, 4, 8, 4), embedding patch 4, MLP ratio 4;
 * decoder stages use the head count of the next deeper encoder stage (as the
-  released code does); skip attention projects keys and values but uses the
-  decoder tokens as queries without a projection (as the released code does);
+  released BraTS code and Met-Seg's copy do; the released Synapse code uses the
+  same level's); skip attention projects keys and values but uses the decoder
+  tokens as queries without a projection (as the released code does);
 * stochastic depth 0.2 rising linearly over the encoder blocks, and again over
   the decoder blocks;
 * every encoder stage's output passes a LayerNorm before it is used as a skip;
 * a window larger than the feature map shrinks to the feature map (no shift);
-  every feature map must be divisible by its window (no padding);
-* no deep-supervision heads (the registry's forward contract has one output);
-  PyTorch's default initialisation, relative position biases N(0, 0.02).
+* this module's own choices: no deep-supervision heads (the registry's forward
+  contract has one output); PyTorch's default initialisation, relative position
+  biases N(0, 0.02); every feature map divisible by its window instead of padding.
 
 Size: 150.5 M parameters is the figure quoted for nnFormer in its Synapse
 configuration (embedding 192, heads 6-12-24-48, embedding patch 2x4x4, crop
