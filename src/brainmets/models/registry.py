@@ -58,7 +58,32 @@ Architectures (``arch`` values) and their keys:
     ``num_heads`` ((3, 6, 12, 24)), ``window_size`` (7), ``dropout``.
     Every spatial size must be divisible by 32.
 
-Instance-normalised networks (dynunet, unet, basicunet, swinunetr) must keep
+``resunet3d`` / ``resunetse3d``
+    The authors' ResUNet and ResUNetSE: pytorch-3dunet's ``ResidualUNet3D`` /
+    ``ResidualUNetSE3D`` rebuilt in :mod:`brainmets.models.residual_unet`. Keys:
+    ``f_maps`` (int: width of the first level, doubled per level; or one int per
+    level; default 64), ``num_levels`` (5; used when ``f_maps`` is an int),
+    ``num_groups`` (group-norm groups, 8). Patch divisible by ``2 ** (levels - 1)``.
+``nnformer``
+    nnFormer, reconstructed in :mod:`brainmets.models.nnformer`. Keys:
+    ``embed_dim`` (96), ``depths`` ((2, 2, 2, 2)), ``num_heads`` ((3, 6, 12, 24)),
+    ``window_sizes`` ((4, 4, 8, 4)), ``embed_patch`` (4, or 3 ints), ``drop_path``
+    (0.2). Patch divisible by ``embed_patch * 2 ** (len(depths) - 1)``; every
+    stage's feature map divisible by its window (a window larger than the map
+    shrinks to it).
+``mlp_unext``
+    MLP-UNEXT, reconstructed as a volumetric UNeXt in
+    :mod:`brainmets.models.mlp_unext`. Keys: ``conv_channels`` ((16, 32, 128)),
+    ``token_dims`` ((160, 256)). Patch divisible by
+    ``2 ** (len(conv_channels) + len(token_dims))``.
+``resenc_unet``
+    nnU-Net's residual-encoder U-Net (the ResEnc presets' network), rebuilt in
+    :mod:`brainmets.models.resenc_unet`. Keys: ``features``
+    ((32, 64, 128, 256, 320, 320)), ``blocks`` (residual blocks per encoder stage,
+    (1, 3, 4, 6, 6, 6)), ``decoder_convs`` (1). Patch divisible by
+    ``2 ** (len(features) - 1)``.
+
+Instance-normalised networks (dynunet, unet, basicunet, swinunetr, resenc_unet) must keep
 more than one voxel at their coarsest level (torch cannot instance-normalise a
 single voxel in train mode), so e.g. SwinUNETR needs a patch of 64 on one axis.
 
@@ -77,6 +102,12 @@ import torch
 from torch import nn
 
 from brainmets.errors import BrainmetsError
+from brainmets.models.mlp_unext import CONV_CHANNELS, TOKEN_DIMS, MLPUNext
+from brainmets.models.nnformer import DEPTHS as NNFORMER_DEPTHS
+from brainmets.models.nnformer import EMBED_PATCH as NNFORMER_EMBED_PATCH
+from brainmets.models.nnformer import NnFormer
+from brainmets.models.resenc_unet import RESENC_FEATURES, ResEncUNet
+from brainmets.models.residual_unet import ResidualUNet3D, features_per_level
 
 #: Keys every registry entry may carry besides the architecture's own.
 COMMON_KEYS = frozenset({"arch", "patch", "task", "description"})
@@ -370,9 +401,61 @@ def _build_swinunetr_v2(name, spec, cin, cout, patch):
     return _build_swinunetr(name, spec, cin, cout, patch, use_v2=True)
 
 
+def _own_network(name, build, **kwargs):
+    """Build one of this package's networks; its ``ValueError`` becomes a registry error naming the model."""
+    try:
+        return build(**kwargs)
+    except ValueError as error:
+        raise BrainmetsError(f"model {name!r}: {error}") from None
+
+
+def _present(spec, keys):
+    """The entry's values for ``keys`` it sets; the network's signature holds the defaults."""
+    return {key: spec[key] for key in keys if key in spec}
+
+
+def _resunet_widths(spec):
+    return features_per_level(spec.get("f_maps", 64), int(spec.get("num_levels", 5)))
+
+
+def _build_resunet3d(name, spec, cin, cout, patch, squeeze_excitation=False):
+    return _own_network(
+        name, ResidualUNet3D, in_channels=cin, out_channels=cout, f_maps=_resunet_widths(spec),
+        squeeze_excitation=squeeze_excitation, **_present(spec, {"num_groups"}),
+    )  # fmt: skip
+
+
+def _build_resunetse3d(name, spec, cin, cout, patch):
+    return _build_resunet3d(name, spec, cin, cout, patch, squeeze_excitation=True)
+
+
+def _build_nnformer(name, spec, cin, cout, patch):
+    return _own_network(
+        name, NnFormer, in_channels=cin, out_channels=cout, patch=patch, **_present(spec, _NNFORMER_KEYS)
+    )
+
+
+def _nnformer_divisor(spec):
+    embed_patch = spec.get("embed_patch", NNFORMER_EMBED_PATCH)
+    largest = max(embed_patch) if isinstance(embed_patch, Sequence) else embed_patch
+    return int(largest) * 2 ** (len(spec.get("depths", NNFORMER_DEPTHS)) - 1)
+
+
+def _build_mlp_unext(name, spec, cin, cout, patch):
+    return _own_network(name, MLPUNext, in_channels=cin, out_channels=cout, **_present(spec, _MLP_UNEXT_KEYS))
+
+
+def _build_resenc_unet(name, spec, cin, cout, patch):
+    return _own_network(name, ResEncUNet, in_channels=cin, out_channels=cout, **_present(spec, _RESENC_KEYS))
+
+
 _UNET_DEFAULT = (16, 32, 64, 128, 256)
 _SEGRESNET_KEYS = frozenset({"init_filters", "num_groups", "blocks_down", "blocks_up", "dropout"})
 _SWIN_KEYS = frozenset({"feature_size", "depths", "num_heads", "window_size", "dropout", "use_v2"})
+_RESUNET3D_KEYS = frozenset({"f_maps", "num_levels", "num_groups"})
+_NNFORMER_KEYS = frozenset({"embed_dim", "depths", "num_heads", "window_sizes", "embed_patch", "drop_path"})
+_MLP_UNEXT_KEYS = frozenset({"conv_channels", "token_dims"})
+_RESENC_KEYS = frozenset({"features", "blocks", "decoder_convs"})
 
 ARCHITECTURES: dict[str, _Arch] = {
     "dynunet": _Arch(
@@ -412,6 +495,24 @@ ARCHITECTURES: dict[str, _Arch] = {
     ),
     "swinunetr_v2": _Arch(
         _build_swinunetr_v2, _SWIN_KEYS, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True
+    ),
+    "resunet3d": _Arch(
+        _build_resunet3d, _RESUNET3D_KEYS, lambda spec: 2 ** (len(_resunet_widths(spec)) - 1)
+    ),
+    "resunetse3d": _Arch(
+        _build_resunetse3d, _RESUNET3D_KEYS, lambda spec: 2 ** (len(_resunet_widths(spec)) - 1)
+    ),
+    "nnformer": _Arch(_build_nnformer, _NNFORMER_KEYS, _nnformer_divisor, convolutional=False),
+    "mlp_unext": _Arch(
+        _build_mlp_unext,
+        _MLP_UNEXT_KEYS,
+        lambda spec: 2 ** (len(spec.get("conv_channels", CONV_CHANNELS)) + len(spec.get("token_dims", TOKEN_DIMS))),
+    ),
+    "resenc_unet": _Arch(
+        _build_resenc_unet,
+        _RESENC_KEYS,
+        lambda spec: 2 ** (len(spec.get("features", RESENC_FEATURES)) - 1),
+        instance_norm_bottleneck=True,
     ),
 }
 #: Other spellings accepted for ``arch``.
