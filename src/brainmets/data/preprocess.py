@@ -79,7 +79,9 @@ __all__ = [
     "cache_paths",
     "preprocess_case",
     "preprocess_cases",
+    "preprocess_unlabelled",
     "load_sources",
+    "load_unlabelled_sources",
     "reorient_and_crop",
     "cache_grid",
     "to_cache_grid",
@@ -123,33 +125,66 @@ def load_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
 
     seg_path = Path(paths[SEG_SUFFIX])
     seg_img = _open_nifti(case, SEG_SUFFIX, seg_path)
-    shape = tuple(int(s) for s in seg_img.shape[:3])
-    affine = np.asarray(seg_img.affine, dtype=np.float64)
     seg = _read_labels(case, seg_path, seg_img)
 
-    images: list[np.ndarray] = []
-    for modality in MODALITIES:
-        path = Path(paths[modality])
-        img = _open_nifti(case, modality, path)
-        if tuple(img.shape[:3]) != shape:
-            raise CaseError(case, path, f"{modality} has shape {tuple(img.shape)}",
-                            f"expected the segmentation's shape {shape} ({seg_path})")
-        if not np.allclose(img.affine, affine, atol=_AFFINE_ATOL):
-            raise CaseError(case, path, f"{modality} affine differs from the segmentation's",
-                            f"expected all five files on one grid; {modality}:\n{img.affine}\n"
-                            f"seg:\n{affine}")
-        data = _read_array(case, modality, path, img)
-        # Integer storage without scaling cannot hold NaN; skip the full pass then.
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise CaseError(case, path, f"{modality} contains NaN or infinite values")
-        images.append(data)
+    images = [_read_sequence(case, modality, Path(paths[modality]), SEG_SUFFIX, seg_img, seg_path)
+              for modality in MODALITIES]
+    return _sources(images, seg, seg_img)
 
-    header = seg_img.header
+
+def load_unlabelled_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
+    """:func:`load_sources` for a case without segmentation (segmenting new patients).
+
+    ``paths`` holds some of the four sequences (at least one); the first of them in
+    :data:`MODALITIES` order sets the grid the others must share. An absent sequence
+    becomes an all-zero volume, so it adds nothing to the brain mask of
+    :func:`reorient_and_crop`; with all four present the result equals the labelled
+    path's images. ``seg`` is all background.
+    """
+    present = [modality for modality in MODALITIES if modality in paths]
+    if not present:
+        raise CaseError(case, None, "no sequence given", f"expected paths for some of {', '.join(MODALITIES)}")
+    first = present[0]
+    first_path = Path(paths[first])
+    first_img = _open_nifti(case, first, first_path)
+    shape = tuple(int(s) for s in first_img.shape[:3])
+    images = [
+        _read_sequence(case, modality, Path(paths[modality]), first, first_img, first_path)
+        if modality in paths else np.zeros(shape, dtype=np.uint8)
+        for modality in MODALITIES
+    ]
+    return _sources(images, np.zeros(shape, dtype=np.uint8), first_img)
+
+
+def _read_sequence(case: str, modality: str, path: Path, reference_key: str, reference_img,
+                   reference_path: Path) -> np.ndarray:
+    """One sequence's voxels, checked to lie on the grid of file ``reference_key`` and to be finite."""
+    reference, together = ("segmentation", "all five files") if reference_key == SEG_SUFFIX \
+        else (reference_key, "every sequence")
+    shape = tuple(int(s) for s in reference_img.shape[:3])
+    affine = np.asarray(reference_img.affine, dtype=np.float64)
+    img = _open_nifti(case, modality, path)
+    if tuple(img.shape[:3]) != shape:
+        raise CaseError(case, path, f"{modality} has shape {tuple(img.shape)}",
+                        f"expected the {reference}'s shape {shape} ({reference_path})")
+    if not np.allclose(img.affine, affine, atol=_AFFINE_ATOL):
+        raise CaseError(case, path, f"{modality} affine differs from the {reference}'s",
+                        f"expected {together} on one grid; {modality}:\n{img.affine}\n"
+                        f"{reference_key}:\n{affine}")
+    data = _read_array(case, modality, path, img)
+    # Integer storage without scaling cannot hold NaN; skip the full pass then.
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise CaseError(case, path, f"{modality} contains NaN or infinite values")
+    return data
+
+
+def _sources(images: list[np.ndarray], seg: np.ndarray, reference_img) -> dict[str, Any]:
+    header = reference_img.header
     return {
         "images": images,
         "seg": seg,
-        "affine": affine,
-        "shape": shape,
+        "affine": np.asarray(reference_img.affine, dtype=np.float64),
+        "shape": tuple(int(s) for s in reference_img.shape[:3]),
         "zooms": [float(z) for z in header.get_zooms()[:3]],
         "qform_code": int(header.get("qform_code", 1)),
         "sform_code": int(header.get("sform_code", 1)),
@@ -248,14 +283,19 @@ def resample(array: np.ndarray, positions: Sequence[np.ndarray], order: int) -> 
 
 
 def zscore_over_brain(images: np.ndarray, brain: np.ndarray, case: str = "?",
-                      paths: Mapping[str, str | Path] | None = None) -> list[dict[str, float]]:
+                      paths: Mapping[str, str | Path] | None = None,
+                      absent: Sequence[str] = ()) -> list[dict[str, float] | None]:
     """Z-score each channel in place over ``brain`` voxels; set voxels outside to 0.
 
-    Statistics are accumulated in float64. Returns ``[{"mean", "std"}]`` per channel.
+    Statistics are accumulated in float64. Returns ``[{"mean", "std"}]`` per channel,
+    ``None`` for the ``absent`` sequences (all zero, left so; unlabelled cases only).
     """
-    stats = []
+    stats: list[dict[str, float] | None] = []
     outside = ~brain
     for channel, modality in enumerate(MODALITIES):
+        if modality in absent:
+            stats.append(None)
+            continue
         values = images[channel][brain]
         mean = float(values.mean(dtype=np.float64))
         std = float(values.std(dtype=np.float64))
@@ -325,6 +365,26 @@ def preprocess_case(case: str, paths: Mapping[str, str | Path], out_dir: str | P
     return npy_path
 
 
+def preprocess_unlabelled(case: str, paths: Mapping[str, str | Path],
+                          spacing: Sequence[float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cache of a case without segmentation, in memory: ``(image (4, X, Y, Z) float32, meta)``.
+
+    The stages of :func:`preprocess_case` (same functions, same order) on the
+    sequences in ``paths`` (see :func:`load_unlabelled_sources`); an absent sequence
+    stays an all-zero channel. ``meta`` is the ``<case>.json`` record, so
+    :func:`probabilities_to_original_grid` maps predictions back to the case's grid.
+    """
+    spacing = _check_spacing(case, spacing)
+    loaded = load_unlabelled_sources(case, paths)
+    cropped = reorient_and_crop(loaded.pop("images"), loaded["seg"], loaded["affine"], case)
+    grid = to_cache_grid(cropped, spacing)
+    absent = [modality for modality in MODALITIES if modality not in paths]
+    stats = zscore_over_brain(grid["cache"][:LABEL_CHANNEL], grid["brain"], case, paths, absent=absent)
+    sources = {key: str(paths[key]) for key in MODALITIES if key in paths}
+    meta = cache_metadata(case, sources, spacing, loaded, cropped, grid, stats)
+    return grid["cache"][:LABEL_CHANNEL], meta
+
+
 def to_cache_grid(cropped: Mapping[str, Any], spacing: Sequence[float] | None) -> dict[str, Any]:
     """Assemble the (5, X, Y, Z) float32 cache array (not yet z-scored) and its brain mask.
 
@@ -378,7 +438,7 @@ def cache_metadata(case: str, sources: Mapping[str, str], spacing: Sequence[floa
         "cache_affine": cache_affine.tolist(),
         "cache_to_crop_scale": scale.tolist(),
         "brain_voxels": int(grid["brain"].sum()),
-        "normalization": {modality: dict(stat) for modality, stat in zip(MODALITIES, stats)},
+        "normalization": {modality: None if stat is None else dict(stat) for modality, stat in zip(MODALITIES, stats)},
         "label_counts": _counts(cache_labels),
         "original_label_counts": _counts(loaded["seg"].ravel()),
     }
