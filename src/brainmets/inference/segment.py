@@ -372,7 +372,7 @@ def segment(
     collisions = [case for case in cases if case in (Path(COLOUR_TABLE).stem, Path(CARD_NAME).stem)]
     if collisions:
         raise BrainmetsError(f"case name(s) {', '.join(collisions)} would collide with the outputs' own files")
-    log.info("segmenting %d case(s) into %s with %s; mirroring %s on %s", len(cases), out_dir,
+    log.info("segmenting %d case(s) into %s with %s; mirroring %s; device %s", len(cases), out_dir,
              describe(model.card), "on" if model.mirror else "off", model.runtime.device)
     unused = sorted({m for files in cases.values() for m in files} - set(model.channels))
     if unused:
