@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 
 import nibabel as nib
@@ -217,6 +218,14 @@ def test_missing_sequence_names_case_and_file(tmp_path, trained, new_cases, exis
     assert f"{case}: t1c missing" in err and f"{case}-t1c.nii.gz" in err
     assert f"{case}_t1ce.nii.gz looks like the t1c file" in err
     assert snapshot(out) == before
+
+
+def test_missing_sequence_in_one_case_folder(tmp_path, trained, new_cases):
+    case = NEW[0]
+    (new_cases / case / f"{case}-t2f.nii.gz").unlink()
+    with pytest.raises(BrainmetsError, match=re.escape(f"{case}: t2f missing (expected {new_cases / case / case}-t2f")):
+        segment(find_cases(new_cases / case), model(trained, "unet0"), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_unreadable_file_fails_and_writes_nothing(tmp_path, trained, new_cases):

@@ -373,6 +373,8 @@ def preprocess_unlabelled(case: str, paths: Mapping[str, str | Path],
     sequences in ``paths`` (see :func:`load_unlabelled_sources`); an absent sequence
     stays an all-zero channel. ``meta`` is the ``<case>.json`` record, so
     :func:`probabilities_to_original_grid` maps predictions back to the case's grid.
+    With all four sequences the result equals the labelled cache's images unless a
+    label reached outside the brain (the crop then grew to hold it).
     """
     spacing = _check_spacing(case, spacing)
     loaded = load_unlabelled_sources(case, paths)

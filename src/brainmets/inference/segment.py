@@ -46,7 +46,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from brainmets.errors import BrainmetsError
 from brainmets.inference.card import CARD_NAME, check_members, combined_card, describe, read_run_card
 from brainmets.io import atomic_path, write_json, write_text
 
+if TYPE_CHECKING:
+    from brainmets.inference.engine import InferenceSettings, Network, Runtime
+
 log = logging.getLogger(__name__)
 
 COLOUR_TABLE = "brats_labels.ctbl"
@@ -62,9 +65,8 @@ UNCERTAINTY_SUFFIX = "_uncertainty"
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: Label colours (RGB): NETC red, SNFH (oedema) green, ET yellow, as BraTS figures usually draw them.
 LABEL_COLOURS: dict[int, tuple[int, int, int]] = {1: (220, 40, 40), 2: (40, 190, 60), 3: (250, 215, 30)}
-_MIRROR_AXES = tuple(
-    dims for r in range(1, 4) for dims in itertools.combinations((1, 2, 3), r)
-)  # spatial axes of a (channels, X, Y, Z) volume
+#: The 7 non-trivial mirror images of a (channels, X, Y, Z) volume: each set of flipped spatial axes.
+_MIRROR_AXES = tuple(dims for r in range(1, 4) for dims in itertools.combinations((1, 2, 3), r))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -73,15 +75,16 @@ _MIRROR_AXES = tuple(
 def find_cases(source: str | Path) -> dict[str, dict[str, Path]]:
     """``{case: {modality: path}}`` of the sequences found for one case folder or a folder of case folders.
 
-    A folder holding NIfTI files is one case (named after the folder); otherwise each
-    sub-folder is a case (:func:`brainmets.data.layout.discover_cases`). Files follow
-    the BraTS naming ``<case>/<case>-<t1n|t1c|t2w|t2f>.nii.gz``; absent ones are
-    simply not listed (which are required is the model's business).
+    A folder holding a sequence named after itself (``<folder>/<folder>-t1c.nii.gz``) is
+    one case; otherwise each sub-folder is a case
+    (:func:`brainmets.data.layout.discover_cases`). Files follow the BraTS naming
+    ``<case>/<case>-<t1n|t1c|t2w|t2f>.nii.gz`` (or ``.nii``); absent ones are not
+    listed (which are required is the model's business, :func:`check_inputs`).
     """
     from brainmets.data.layout import discover_cases
 
     source = Path(source)
-    if source.is_dir() and any(_is_nifti(p) for p in source.iterdir()):
+    if any((source / f"{source.name}-{m}{ext}").is_file() for m in MODALITIES for ext in NIFTI_EXTENSIONS):
         root, cases = source.parent, [source.name]
     else:
         root, cases = source, discover_cases(source)
@@ -123,7 +126,8 @@ def check_inputs(cases: Mapping[str, Mapping[str, Path]], channels: Sequence[str
             path = files.get(modality)
             if path is not None and Path(path).is_file():
                 continue
-            expected = path or Path(source) / case / f"{case}-{modality}.nii.gz"
+            folder = next(iter(files.values())).parent if files else Path(source) / case
+            expected = path or folder / f"{case}-{modality}.nii.gz"
             if path is None and expected.parent.is_dir():
                 present = sorted(p.name for p in expected.parent.iterdir())
                 hint = _misnamed_hint(case, modality, present)
@@ -137,10 +141,6 @@ def check_inputs(cases: Mapping[str, Mapping[str, Path]], channels: Sequence[str
         )
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.endswith(NIFTI_EXTENSIONS)
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -148,8 +148,8 @@ def _is_nifti(path: Path) -> bool:
 class Member:
     """One model of an ensemble: a single-pass network or a detector + segmentor pair."""
 
-    segmentor: Any  # brainmets.inference.engine.Network
-    detector: Any = None
+    segmentor: Network
+    detector: Network | None = None
 
 
 @dataclass
@@ -158,8 +158,8 @@ class SegmentationModel:
 
     members: list[Member]
     card: dict[str, Any]
-    settings: Any  # InferenceSettings
-    runtime: Any  # Runtime
+    settings: InferenceSettings
+    runtime: Runtime
     mirror: bool
 
     @property
@@ -174,7 +174,7 @@ class SegmentationModel:
 def load_model(
     runs: Sequence[str | Path],
     detectors: Sequence[str | Path] = (),
-    settings: Any = None,
+    settings: InferenceSettings | None = None,
     mirror: bool = True,
 ) -> SegmentationModel:
     """Read the run cards, check they form one model, load the networks.
