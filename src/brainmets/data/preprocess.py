@@ -47,14 +47,27 @@ from __future__ import annotations
 
 import logging
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from brainmets.constants import LABELS, MODALITIES, SEG_SUFFIX
+from brainmets.boxes import bounding_box
+from brainmets.constants import MODALITIES, SEG_SUFFIX
 from brainmets.errors import BrainmetsError, CaseError
 from brainmets.io import atomic_path, read_json, write_json
+from brainmets.nifti import (
+    VALID_LABELS,
+    Grid,
+    check_finite,
+    check_labels,
+    check_same_grid,
+    grid_of,
+    read_image,
+    read_voxels,
+)
+from brainmets.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +79,6 @@ CROP_MARGIN = 2
 LABEL_CHANNEL = len(MODALITIES)
 #: Files a case needs, keyed as in cases.tsv.
 SOURCE_KEYS: tuple[str, ...] = (*MODALITIES, SEG_SUFFIX)
-_VALID_LABELS = (0, *sorted(LABELS))
-#: Grids of one case may differ by float32 rounding of the header, not more (mm).
-_AFFINE_ATOL = 1e-3
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 __all__ = [
@@ -116,20 +126,25 @@ def load_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
     stored dtype (header scaling applied): conversion to float32 happens after the
     crop, on roughly half the voxels.
     """
-    import nibabel as nib
-
     missing_keys = [k for k in SOURCE_KEYS if k not in paths]
     if missing_keys:
         raise CaseError(case, None, f"no path given for {', '.join(missing_keys)}",
                         f"expected paths for {', '.join(SOURCE_KEYS)}")
 
     seg_path = Path(paths[SEG_SUFFIX])
-    seg_img = _open_nifti(case, SEG_SUFFIX, seg_path)
-    seg = _read_labels(case, seg_path, seg_img)
+    seg_img = read_image(case, seg_path, SEG_SUFFIX)
+    seg_grid = grid_of(seg_path, seg_img)
+    seg = check_labels(read_voxels(case, seg_path, seg_img), case, seg_path)
 
-    images = [_read_sequence(case, modality, Path(paths[modality]), SEG_SUFFIX, seg_img, seg_path)
-              for modality in MODALITIES]
-    return _sources(images, seg, seg_img)
+    images: list[np.ndarray] = []
+    for modality in MODALITIES:
+        path = Path(paths[modality])
+        img = read_image(case, path, modality)
+        check_same_grid(case, grid_of(path, img), seg_grid)
+        data = read_voxels(case, path, img)
+        check_finite(case, path, data)
+        images.append(data)
+    return _sources(images, seg, seg_grid, seg_img.header)
 
 
 def load_unlabelled_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
@@ -138,53 +153,37 @@ def load_unlabelled_sources(case: str, paths: Mapping[str, str | Path]) -> dict[
     ``paths`` holds some of the four sequences (at least one); the first of them in
     :data:`MODALITIES` order sets the grid the others must share. An absent sequence
     becomes an all-zero volume, so it adds nothing to the brain mask of
-    :func:`reorient_and_crop`; with all four present the result equals the labelled
-    path's images. ``seg`` is all background.
+    :func:`reorient_and_crop`; with all four present the images equal the labelled
+    path's. ``seg`` is all background.
     """
-    present = [modality for modality in MODALITIES if modality in paths]
-    if not present:
+    if not any(modality in paths for modality in MODALITIES):
         raise CaseError(case, None, "no sequence given", f"expected paths for some of {', '.join(MODALITIES)}")
-    first = present[0]
-    first_path = Path(paths[first])
-    first_img = _open_nifti(case, first, first_path)
-    shape = tuple(int(s) for s in first_img.shape[:3])
-    images = [
-        _read_sequence(case, modality, Path(paths[modality]), first, first_img, first_path)
-        if modality in paths else np.zeros(shape, dtype=np.uint8)
-        for modality in MODALITIES
-    ]
-    return _sources(images, np.zeros(shape, dtype=np.uint8), first_img)
+    images: list[np.ndarray | None] = []
+    reference = header = None
+    for modality in MODALITIES:
+        if modality not in paths:
+            images.append(None)
+            continue
+        path = Path(paths[modality])
+        img = read_image(case, path, modality)
+        grid = grid_of(path, img)
+        if reference is None:
+            reference, header = grid, img.header
+        else:
+            check_same_grid(case, grid, reference, expected="all sequences on the same voxel grid")
+        data = read_voxels(case, path, img)
+        check_finite(case, path, data)
+        images.append(data)
+    absent = np.zeros(reference.shape, dtype=np.uint8)
+    return _sources([absent if image is None else image for image in images], absent, reference, header)
 
 
-def _read_sequence(case: str, modality: str, path: Path, reference_key: str, reference_img,
-                   reference_path: Path) -> np.ndarray:
-    """One sequence's voxels, checked to lie on the grid of file ``reference_key`` and to be finite."""
-    reference, together = ("segmentation", "all five files") if reference_key == SEG_SUFFIX \
-        else (reference_key, "every sequence")
-    shape = tuple(int(s) for s in reference_img.shape[:3])
-    affine = np.asarray(reference_img.affine, dtype=np.float64)
-    img = _open_nifti(case, modality, path)
-    if tuple(img.shape[:3]) != shape:
-        raise CaseError(case, path, f"{modality} has shape {tuple(img.shape)}",
-                        f"expected the {reference}'s shape {shape} ({reference_path})")
-    if not np.allclose(img.affine, affine, atol=_AFFINE_ATOL):
-        raise CaseError(case, path, f"{modality} affine differs from the {reference}'s",
-                        f"expected {together} on one grid; {modality}:\n{img.affine}\n"
-                        f"{reference_key}:\n{affine}")
-    data = _read_array(case, modality, path, img)
-    # Integer storage without scaling cannot hold NaN; skip the full pass then.
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise CaseError(case, path, f"{modality} contains NaN or infinite values")
-    return data
-
-
-def _sources(images: list[np.ndarray], seg: np.ndarray, reference_img) -> dict[str, Any]:
-    header = reference_img.header
+def _sources(images: list[np.ndarray], seg: np.ndarray, grid: Grid, header: Any) -> dict[str, Any]:
     return {
         "images": images,
         "seg": seg,
-        "affine": np.asarray(reference_img.affine, dtype=np.float64),
-        "shape": tuple(int(s) for s in reference_img.shape[:3]),
+        "affine": grid.affine,
+        "shape": grid.shape,
         "zooms": [float(z) for z in header.get_zooms()[:3]],
         "qform_code": int(header.get("qform_code", 1)),
         "sform_code": int(header.get("sform_code", 1)),
@@ -216,14 +215,8 @@ def reorient_and_crop(images: Sequence[np.ndarray], seg: np.ndarray, affine: np.
     if not brain.any():
         raise CaseError(case, None, "all four sequences are zero everywhere",
                         "expected skull-stripped images with a nonzero brain")
-    keep = brain | (ras_seg > 0)
-    start, stop = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nonzero = np.flatnonzero(keep.any(axis=other))
-        start.append(max(int(nonzero[0]) - CROP_MARGIN, 0))
-        stop.append(min(int(nonzero[-1]) + 1 + CROP_MARGIN, ras_seg.shape[axis]))
-    box = tuple(slice(a, b) for a, b in zip(start, stop))
+    box = bounding_box(brain | (ras_seg > 0), margin=CROP_MARGIN)
+    start, stop = [s.start for s in box], [s.stop for s in box]
     cropped = np.empty((len(ras_images), *(b - a for a, b in zip(start, stop))), dtype=np.float32)
     for channel, ras_channel in enumerate(ras_images):
         cropped[channel] = ras_channel[box]
@@ -458,33 +451,16 @@ def preprocess_cases(cases: Mapping[str, Mapping[str, str | Path]], out_dir: str
     atomic) and does not disturb the others. Failures are reported together at the
     end as one :class:`BrainmetsError` naming each case and file.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
-    if workers < 1:
-        raise BrainmetsError(f"workers must be at least 1, got {workers}")
     jobs = [(case, dict(paths), str(out_dir), spacing, overwrite) for case, paths in cases.items()]
     done: list[Path] = []
     failures: list[str] = []
     file_problems: list[bool] = []
-    bar = tqdm(total=len(jobs), desc="preprocess", unit="case", disable=not progress)
-    try:
-        if workers == 1 or len(jobs) <= 1:
-            results = map(_preprocess_one, jobs)
-            for path, error, file_problem in results:
-                _collect(path, error, done, failures)
-                file_problems.append(file_problem)
-                bar.update()
-        else:
-            # Each worker holds one case (~0.5 GB at 240x240x155); numpy runs single-threaded.
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                for path, error, file_problem in pool.map(_preprocess_one, jobs):
-                    _collect(path, error, done, failures)
-                    file_problems.append(file_problem)
-                    bar.update()
-    finally:
-        bar.close()
+    # Each worker holds one case (~0.5 GB at 240x240x155); numpy runs single-threaded.
+    results = parallel_map(_preprocess_one, jobs, workers=workers, desc="preprocess", progress=progress,
+                           name=itemgetter(0))
+    for path, error, file_problem in results:
+        _collect(path, error, done, failures)
+        file_problems.append(file_problem)
     if failures:
         listing = "\n".join(f"  - {message}" for message in failures)
         advice = ""
@@ -678,8 +654,8 @@ def _translation(offset: Sequence[float]) -> np.ndarray:
 
 def _counts(labels: np.ndarray) -> dict[str, int]:
     """Voxels per BraTS label of a flat uint8 label array (bincount: no sort of 9M voxels)."""
-    totals = np.bincount(labels, minlength=len(_VALID_LABELS))
-    return {str(label): int(totals[label]) for label in _VALID_LABELS}
+    totals = np.bincount(labels, minlength=len(VALID_LABELS))
+    return {str(label): int(totals[label]) for label in VALID_LABELS}
 
 
 def _check_spacing(case: str, spacing: Sequence[float] | None) -> tuple[float, ...] | None:
@@ -696,51 +672,6 @@ def _check_cache_shape(shape: Sequence[int], meta: Mapping[str, Any], what: str)
     if tuple(shape[-3:]) != tuple(meta["cache_shape"]):
         raise BrainmetsError(f"{meta['case']}: {what} has spatial shape {tuple(shape[-3:])}, "
                              f"expected the cache shape {tuple(meta['cache_shape'])}")
-
-
-def _open_nifti(case: str, key: str, path: Path):
-    import nibabel as nib
-
-    if not path.is_file():
-        raise CaseError(case, path, f"{key} file missing")
-    try:
-        image = nib.load(path)
-    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors...
-        raise CaseError(case, path, f"cannot read {key} as NIfTI ({exc})") from exc
-    if len(image.shape) == 4 and image.shape[3] == 1:
-        image = image.slicer[..., 0]
-    if len(image.shape) != 3:
-        raise CaseError(case, path, f"{key} has shape {tuple(image.shape)}", "expected a 3D volume")
-    return image
-
-
-def _read_labels(case: str, path: Path, image) -> np.ndarray:
-    """The segmentation as uint8, checking it holds only the BraTS labels 0..3."""
-    try:
-        raw = np.asanyarray(image.dataobj)
-    except Exception as exc:  # truncated gzip streams fail only here
-        raise CaseError(case, path, f"cannot decode {SEG_SUFFIX} ({exc})") from exc
-    valid = np.zeros(256, dtype=bool)
-    valid[list(_VALID_LABELS)] = True
-    if raw.dtype.kind in "ui" and raw.min() >= 0 and raw.max() < 256:
-        labels = raw.astype(np.uint8, copy=False)
-        ok = bool(valid[labels].all())
-    else:  # float storage (or out of byte range): labels must still be the integers 0..3
-        ok = bool(np.isin(raw, _VALID_LABELS).all())
-        labels = np.rint(raw).astype(np.uint8) if ok else raw
-    if not ok:
-        bad = np.unique(raw[~np.isin(raw, _VALID_LABELS)])[:5]
-        raise CaseError(case, path, f"segmentation holds values {bad.tolist()}",
-                        f"expected integer BraTS labels {list(_VALID_LABELS)}")
-    return labels
-
-
-def _read_array(case: str, key: str, path: Path, image) -> np.ndarray:
-    """Voxel values with the header's scaling applied, in the stored (or scaled) dtype."""
-    try:
-        return np.asanyarray(image.dataobj)
-    except Exception as exc:  # truncated gzip streams fail only here
-        raise CaseError(case, path, f"cannot decode {key} ({exc})") from exc
 
 
 def _is_complete(npy_path: Path, json_path: Path, sources: Mapping[str, str],
