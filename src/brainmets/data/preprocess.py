@@ -103,6 +103,8 @@ __all__ = [
     "to_original_grid",
     "probabilities_to_original_grid",
     "write_label_nifti",
+    "write_original_label_nifti",
+    "write_original_nifti",
 ]
 
 
@@ -577,19 +579,28 @@ def write_label_nifti(label_cache: np.ndarray, meta: Mapping[str, Any], out_path
 
 def write_original_label_nifti(labels: np.ndarray, meta: Mapping[str, Any], out_path: str | Path) -> Path:
     """Write a label map already on the original grid: uint8, original affine and qform/sform codes, atomic."""
-    import nibabel as nib
-
     expected = tuple(int(n) for n in meta["original_shape"])
     if labels.shape != expected:
         raise BrainmetsError(f"{meta['case']}: label map {labels.shape} is not on the original grid {expected}")
+    return write_original_nifti(labels, meta, out_path, np.uint8, "brainmets labels 1=NETC 2=SNFH 3=ET")
+
+
+def write_original_nifti(array: np.ndarray, meta: Mapping[str, Any], out_path: str | Path, dtype,
+                         description: str) -> Path:
+    """Write an array on the original grid (3-D, or 4-D with volumes last) as ``dtype``, atomic.
+
+    The case's original affine and qform/sform codes, mm units, ``description`` in ``descrip``.
+    """
+    import nibabel as nib
+
     affine = np.asarray(meta["original_affine"], dtype=np.float64)
-    image = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine)
+    image = nib.Nifti1Image(array.astype(dtype, copy=False), affine)
     header = image.header
-    header.set_data_dtype(np.uint8)
+    header.set_data_dtype(dtype)
     header.set_xyzt_units("mm", "sec")
     header.set_qform(affine, code=int(meta.get("original_qform_code", 1)) or 1)
     header.set_sform(affine, code=int(meta.get("original_sform_code", 1)) or 1)
-    header["descrip"] = b"brainmets labels 1=NETC 2=SNFH 3=ET"
+    header["descrip"] = description.encode()
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         nib.save(image, tmp)

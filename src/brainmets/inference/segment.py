@@ -53,7 +53,7 @@ import numpy as np
 from brainmets.constants import LABELS, MODALITIES, TRAIN_REGIONS
 from brainmets.errors import BrainmetsError
 from brainmets.inference.card import CARD_NAME, check_members, combined_card, describe, read_run_card
-from brainmets.io import atomic_path, write_json, write_text
+from brainmets.io import write_json, write_text
 
 if TYPE_CHECKING:
     from brainmets.inference.engine import InferenceSettings, Network, Runtime
@@ -306,20 +306,10 @@ def uncertainty_path(out_dir: str | Path, case: str) -> Path:
 
 def write_uncertainty_nifti(std: np.ndarray, meta: Mapping[str, Any], out_path: str | Path) -> Path:
     """Write ``(3, X, Y, Z)`` standard deviations as a float32 4-D NIfTI (WT, TC, ET volumes), atomic."""
-    import nibabel as nib
+    from brainmets.data.preprocess import write_original_nifti
 
-    affine = np.asarray(meta["original_affine"], dtype=np.float64)
-    image = nib.Nifti1Image(np.moveaxis(std.astype(np.float32), 0, -1), affine)
-    header = image.header
-    header.set_data_dtype(np.float32)
-    header.set_xyzt_units("mm", "sec")
-    header.set_qform(affine, code=int(meta.get("original_qform_code", 1)) or 1)
-    header.set_sform(affine, code=int(meta.get("original_sform_code", 1)) or 1)
-    header["descrip"] = f"std over members: {' '.join(TRAIN_REGIONS)}".encode()
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        nib.save(image, tmp)
-    return out_path
+    return write_original_nifti(np.moveaxis(std, 0, -1), meta, out_path, np.float32,
+                                f"std over members: {' '.join(TRAIN_REGIONS)}")
 
 
 def colour_table() -> str:
