@@ -77,3 +77,13 @@ def test_not_a_run(tmp_path, trained):
     (run / "model.json").write_text("{}")
     with pytest.raises(BrainmetsError, match="not a run's model card"):
         read_run_card(run)
+
+
+def test_a_moved_run_keeps_its_card(tmp_path, trained):
+    first = tmp_path / "first"
+    shutil.copytree(trained.runs["unet2"], first)
+    assert cli_main(["card", str(first)]) == 0
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    card = read_run_card(moved)
+    assert card["run_dir"] == str(moved.resolve()) and card["training"]["seed"] == 2

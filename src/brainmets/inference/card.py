@@ -226,7 +226,8 @@ def read_run_card(run_dir: str | Path) -> dict[str, Any]:
             f"model card {path} does not match {model_path}: it describes weights with SHA-256 "
             f"{(card.get('checkpoint') or {}).get('sha256')}, the file has {digest}; {rewrite}"
         )
-    return card
+    # The digest ties the card to these weights wherever the run now lies.
+    return {**card, "run_dir": str(run_dir.resolve())}
 
 
 def check_members(cards: Sequence[Mapping[str, Any]], what: str) -> None:
