@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{modality}", type=Path, metavar="FILE", help=f"the case's {modality} NIfTI")
     parser.add_argument("--case", help="case name with explicit files (default: from the file names)")
     parser.add_argument("--model", "-m", type=Path, nargs="+", required=True, metavar="RUN",
-                        help="run director(ies) holding model.pt; several make an ensemble")
+                        help="run directory holding model.pt; several make an ensemble")
     parser.add_argument("--detector", type=Path, nargs="+", default=[], metavar="RUN",
                         help="detector run(s), one per --model run: run the two-stage model")
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder")
