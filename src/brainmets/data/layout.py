@@ -114,8 +114,10 @@ def expected_path(root: str | Path, case: str, suffix: str) -> Path:
     return Path(root) / case / f"{case}-{suffix}{NIFTI_EXT}"
 
 
-def case_files(root: str | Path, case: str) -> dict[str, Path]:
+def case_files(root: str | Path, case: str, labelled: bool = True) -> dict[str, Path]:
     """Paths of a case's four sequences and segmentation, keyed by suffix (``t1n`` ... ``seg``).
+
+    ``labelled=False`` (a cohort to segment, not to train on): the four sequences only.
 
     Raises :class:`CaseError` naming every missing file, what the directory
     holds instead, and which of those look like a misnamed version of a
@@ -124,7 +126,7 @@ def case_files(root: str | Path, case: str) -> dict[str, Path]:
     case_dir = Path(root) / case
     if not case_dir.is_dir():
         raise CaseError(case, case_dir, "case directory not found")
-    paths = {suffix: expected_path(root, case, suffix) for suffix in CASE_FILES}
+    paths = {suffix: expected_path(root, case, suffix) for suffix in (CASE_FILES if labelled else MODALITIES)}
     missing = [suffix for suffix, path in paths.items() if not path.is_file()]
     if not missing:
         return paths
@@ -155,8 +157,12 @@ def _misnamed_hint(case: str, suffix: str, found: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def validate_case(root: str | Path, case: str) -> dict[str, Any]:
+def validate_case(root: str | Path, case: str, labelled: bool = True) -> dict[str, Any]:
     """Check every file of one case and return its ``cases.tsv`` row.
+
+    ``labelled=False``: the case has no segmentation; its sequences are checked
+    as always, the spacing comes from the first one and the ``seg``, count and
+    volume columns are empty.
 
     Raises :class:`CaseError` on the first problem found: a missing or
     misnamed file, unreadable or corrupt data, an image that is not 3D,
@@ -169,10 +175,10 @@ def validate_case(root: str | Path, case: str) -> dict[str, Any]:
     Volumes are in mm^3 from the segmentation header's voxel spacing.
     """
     root_abs = Path(os.path.abspath(root))
-    paths = case_files(root_abs, case)
+    paths = case_files(root_abs, case, labelled)
     reference: Grid | None = None
     seg = zooms = None
-    for suffix in CASE_FILES:
+    for suffix in paths:
         path = paths[suffix]
         image = read_image(case, path, suffix)
         grid = grid_of(path, image)
@@ -188,19 +194,22 @@ def validate_case(root: str | Path, case: str) -> dict[str, Any]:
             check_finite(case, path, data)
             if not np.any(data):
                 raise CaseError(case, path, "all voxels are zero", "expected an MR image; the sequence is empty")
+            if not labelled and zooms is None:
+                zooms = _check_spacing(case, path, image)
         del image, data  # one volume in memory at a time
 
-    assert seg is not None and zooms is not None and reference is not None
+    assert zooms is not None and reference is not None and (seg is not None or not labelled)
     row: dict[str, Any] = {
         "case": case,
         "status": STATUS_OK,
         "reason": "",
         "root": str(root_abs),
-        **{suffix: str(paths[suffix]) for suffix in CASE_FILES},
+        **{suffix: str(paths[suffix]) if suffix in paths else None for suffix in CASE_FILES},
         "shape": format_shape(reference.shape),
         "spacing": _format_spacing(zooms),
     }
-    row.update(lesion_statistics(seg, zooms))
+    if seg is not None:
+        row.update(lesion_statistics(seg, zooms))
     return row
 
 
@@ -257,10 +266,10 @@ def lesion_statistics(labels: np.ndarray, spacing: Iterable[float]) -> dict[str,
 # --------------------------------------------------------------------------- cohort
 
 
-def _index_one(root: str, case: str) -> dict[str, Any]:
+def _index_one(root: str, case: str, labelled: bool = True) -> dict[str, Any]:
     """Worker: a case's row, or a skipped row carrying the reason (errors do not cross processes)."""
     try:
-        return validate_case(root, case)
+        return validate_case(root, case, labelled)
     except CaseError as exc:
         row: dict[str, Any] = {column: None for column in CASE_COLUMNS}
         row.update(case=case, status=STATUS_SKIPPED, reason=_one_line(str(exc)), root=str(root))
@@ -276,8 +285,12 @@ def index_cohort(
     on_bad_case: str = "fail",
     workers: int = 1,
     progress: bool = True,
+    labelled: bool = True,
 ) -> "pandas.DataFrame":  # noqa: F821
     """Validate every case under ``root`` and return the case table (``CASE_COLUMNS``).
+
+    ``labelled=False`` indexes a cohort without segmentations (cases to segment):
+    every sequence is checked as usual; ``seg``, counts and volumes stay empty.
 
     ``on_bad_case="fail"`` checks all cases and then raises one
     :class:`BrainmetsError` listing every bad case with its problem, so a
@@ -295,7 +308,8 @@ def index_cohort(
         raise BrainmetsError(f"on_bad_case must be one of {', '.join(ON_BAD_CASE)}, got {on_bad_case!r}")
     root_abs = os.path.abspath(root)
     cases = discover_cases(root_abs)
-    rows = parallel_map(partial(_index_one, root_abs), cases, workers=workers, desc="index", progress=progress)
+    rows = parallel_map(partial(_index_one, root_abs, labelled=labelled), cases, workers=workers, desc="index",
+                        progress=progress)
 
     bad = [row for row in rows if row["status"] != STATUS_OK]
     if bad and on_bad_case == "fail":
@@ -351,6 +365,12 @@ def load_cases(path: str | Path, ok_only: bool = True) -> "pandas.DataFrame":  #
             f"expected {STATUS_OK} or {STATUS_SKIPPED}"
         )
     ok = table["status"] == STATUS_OK
+    unlabelled = table.loc[ok & table[SEG_SUFFIX].isna() & table[list(COUNT_COLUMNS)].isna().all(axis=1), "case"].tolist()
+    if unlabelled:
+        raise BrainmetsError(
+            f"case table {path} lists case(s) without segmentation: {', '.join(unlabelled[:10])}; it was indexed "
+            "with --unlabelled, which serves `brainmets segment`: training and evaluation need labelled cases"
+        )
     incomplete = table.loc[ok & table[list(COUNT_COLUMNS)].isna().any(axis=1), "case"].tolist()
     if incomplete:
         raise BrainmetsError(

@@ -59,6 +59,7 @@ from brainmets.errors import BrainmetsError, CaseError
 from brainmets.io import atomic_path, read_json, write_json
 from brainmets.nifti import (
     VALID_LABELS,
+    Grid,
     check_finite,
     check_labels,
     check_same_grid,
@@ -88,7 +89,9 @@ __all__ = [
     "cache_paths",
     "preprocess_case",
     "preprocess_cases",
+    "preprocess_unlabelled",
     "load_sources",
+    "load_unlabelled_sources",
     "reorient_and_crop",
     "cache_grid",
     "to_cache_grid",
@@ -100,6 +103,8 @@ __all__ = [
     "to_original_grid",
     "probabilities_to_original_grid",
     "write_label_nifti",
+    "write_original_label_nifti",
+    "write_original_nifti",
 ]
 
 
@@ -141,13 +146,46 @@ def load_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
         data = read_voxels(case, path, img)
         check_finite(case, path, data)
         images.append(data)
+    return _sources(images, seg, seg_grid, seg_img.header)
 
-    header = seg_img.header
+
+def load_unlabelled_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
+    """:func:`load_sources` for a case without segmentation (segmenting new patients).
+
+    ``paths`` holds some of the four sequences (at least one); the first of them in
+    :data:`MODALITIES` order sets the grid the others must share. An absent sequence
+    becomes an all-zero volume, so it adds nothing to the brain mask of
+    :func:`reorient_and_crop`; with all four present the images equal the labelled
+    path's. ``seg`` is all background.
+    """
+    if not any(modality in paths for modality in MODALITIES):
+        raise CaseError(case, None, "no sequence given", f"expected paths for some of {', '.join(MODALITIES)}")
+    images: list[np.ndarray | None] = []
+    reference = header = None
+    for modality in MODALITIES:
+        if modality not in paths:
+            images.append(None)
+            continue
+        path = Path(paths[modality])
+        img = read_image(case, path, modality)
+        grid = grid_of(path, img)
+        if reference is None:
+            reference, header = grid, img.header
+        else:
+            check_same_grid(case, grid, reference, expected="all sequences on the same voxel grid")
+        data = read_voxels(case, path, img)
+        check_finite(case, path, data)
+        images.append(data)
+    absent = np.zeros(reference.shape, dtype=np.uint8)
+    return _sources([absent if image is None else image for image in images], absent, reference, header)
+
+
+def _sources(images: list[np.ndarray], seg: np.ndarray, grid: Grid, header: Any) -> dict[str, Any]:
     return {
         "images": images,
         "seg": seg,
-        "affine": seg_grid.affine,
-        "shape": seg_grid.shape,
+        "affine": grid.affine,
+        "shape": grid.shape,
         "zooms": [float(z) for z in header.get_zooms()[:3]],
         "qform_code": int(header.get("qform_code", 1)),
         "sform_code": int(header.get("sform_code", 1)),
@@ -240,14 +278,19 @@ def resample(array: np.ndarray, positions: Sequence[np.ndarray], order: int) -> 
 
 
 def zscore_over_brain(images: np.ndarray, brain: np.ndarray, case: str = "?",
-                      paths: Mapping[str, str | Path] | None = None) -> list[dict[str, float]]:
+                      paths: Mapping[str, str | Path] | None = None,
+                      absent: Sequence[str] = ()) -> list[dict[str, float] | None]:
     """Z-score each channel in place over ``brain`` voxels; set voxels outside to 0.
 
-    Statistics are accumulated in float64. Returns ``[{"mean", "std"}]`` per channel.
+    Statistics are accumulated in float64. Returns ``[{"mean", "std"}]`` per channel,
+    ``None`` for the ``absent`` sequences (all zero, left so; unlabelled cases only).
     """
-    stats = []
+    stats: list[dict[str, float] | None] = []
     outside = ~brain
     for channel, modality in enumerate(MODALITIES):
+        if modality in absent:
+            stats.append(None)
+            continue
         values = images[channel][brain]
         mean = float(values.mean(dtype=np.float64))
         std = float(values.std(dtype=np.float64))
@@ -317,6 +360,28 @@ def preprocess_case(case: str, paths: Mapping[str, str | Path], out_dir: str | P
     return npy_path
 
 
+def preprocess_unlabelled(case: str, paths: Mapping[str, str | Path],
+                          spacing: Sequence[float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cache of a case without segmentation, in memory: ``(image (4, X, Y, Z) float32, meta)``.
+
+    The stages of :func:`preprocess_case` (same functions, same order) on the
+    sequences in ``paths`` (see :func:`load_unlabelled_sources`); an absent sequence
+    stays an all-zero channel. ``meta`` is the ``<case>.json`` record, so
+    :func:`probabilities_to_original_grid` maps predictions back to the case's grid.
+    With all four sequences the result equals the labelled cache's images unless a
+    label reached outside the brain (the crop then grew to hold it).
+    """
+    spacing = _check_spacing(case, spacing)
+    loaded = load_unlabelled_sources(case, paths)
+    cropped = reorient_and_crop(loaded.pop("images"), loaded["seg"], loaded["affine"], case)
+    grid = to_cache_grid(cropped, spacing)
+    absent = [modality for modality in MODALITIES if modality not in paths]
+    stats = zscore_over_brain(grid["cache"][:LABEL_CHANNEL], grid["brain"], case, paths, absent=absent)
+    sources = {key: str(paths[key]) for key in MODALITIES if key in paths}
+    meta = cache_metadata(case, sources, spacing, loaded, cropped, grid, stats)
+    return grid["cache"][:LABEL_CHANNEL], meta
+
+
 def to_cache_grid(cropped: Mapping[str, Any], spacing: Sequence[float] | None) -> dict[str, Any]:
     """Assemble the (5, X, Y, Z) float32 cache array (not yet z-scored) and its brain mask.
 
@@ -370,7 +435,7 @@ def cache_metadata(case: str, sources: Mapping[str, str], spacing: Sequence[floa
         "cache_affine": cache_affine.tolist(),
         "cache_to_crop_scale": scale.tolist(),
         "brain_voxels": int(grid["brain"].sum()),
-        "normalization": {modality: dict(stat) for modality, stat in zip(MODALITIES, stats)},
+        "normalization": {modality: None if stat is None else dict(stat) for modality, stat in zip(MODALITIES, stats)},
         "label_counts": _counts(cache_labels),
         "original_label_counts": _counts(loaded["seg"].ravel()),
     }
@@ -514,19 +579,28 @@ def write_label_nifti(label_cache: np.ndarray, meta: Mapping[str, Any], out_path
 
 def write_original_label_nifti(labels: np.ndarray, meta: Mapping[str, Any], out_path: str | Path) -> Path:
     """Write a label map already on the original grid: uint8, original affine and qform/sform codes, atomic."""
-    import nibabel as nib
-
     expected = tuple(int(n) for n in meta["original_shape"])
     if labels.shape != expected:
         raise BrainmetsError(f"{meta['case']}: label map {labels.shape} is not on the original grid {expected}")
+    return write_original_nifti(labels, meta, out_path, np.uint8, "brainmets labels 1=NETC 2=SNFH 3=ET")
+
+
+def write_original_nifti(array: np.ndarray, meta: Mapping[str, Any], out_path: str | Path, dtype,
+                         description: str) -> Path:
+    """Write an array on the original grid (3-D, or 4-D with volumes last) as ``dtype``, atomic.
+
+    The case's original affine and qform/sform codes, mm units, ``description`` in ``descrip``.
+    """
+    import nibabel as nib
+
     affine = np.asarray(meta["original_affine"], dtype=np.float64)
-    image = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine)
+    image = nib.Nifti1Image(array.astype(dtype, copy=False), affine)
     header = image.header
-    header.set_data_dtype(np.uint8)
+    header.set_data_dtype(dtype)
     header.set_xyzt_units("mm", "sec")
     header.set_qform(affine, code=int(meta.get("original_qform_code", 1)) or 1)
     header.set_sform(affine, code=int(meta.get("original_sform_code", 1)) or 1)
-    header["descrip"] = b"brainmets labels 1=NETC 2=SNFH 3=ET"
+    header["descrip"] = description.encode()
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         nib.save(image, tmp)
