@@ -49,7 +49,7 @@ from typing import Any, Mapping
 from brainmets.constants import parse_subset, subset_key
 from brainmets.errors import BrainmetsError
 from brainmets.io import read_json
-from brainmets.stopping import DEFAULT_WARNING_SIGNAL
+from brainmets.stopping import DEFAULT_WARNING_SIGNAL, StopSignals, stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ def train(config: Mapping[str, Any], request: RunRequest, progress: bool = True,
         logger.info("%s exists: run already trained, nothing to do", model_path)
         return TrainResult("exists", out_dir)
 
-    from brainmets.stopping import StopSignals, stop_signals
-    from brainmets.training.trainer import Trainer
+    from brainmets.training.trainer import Trainer  # imports torch
 
     with StopSignals(stop_signals(warning_signal)) as signals:
         trainer = Trainer(config, request)

@@ -175,25 +175,24 @@ class Trainer:
                                   self.settings.prefetch)
         bar = tqdm(total=self.total, initial=start, unit="it", disable=not progress, dynamic_ncols=True,
                    desc=f"{self.request.study}/{self.request.model}/{self.subset}/seed{self.request.seed}")
-        began, status = time.perf_counter(), "FAILED"
+        began, failed = time.perf_counter(), "FAILED"  # failed: the MLflow status unless the loop ends normally
         try:
             while self.iteration < stop and not signals.received:
                 loss, lr = self.train_step(next(batches))
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 self.record(lr)
-                if self.iteration % self.settings.checkpoint_every == 0 or self.iteration in (stop, self.total) \
-                        or signals.received:
+                if signals.received or self._checkpoint_due(stop):
                     self.checkpoint()
-            status = "FINISHED"
+            failed = None
         except KeyboardInterrupt:
-            status = "KILLED"
+            failed = "KILLED"
             raise
         finally:
             batches.close()
             bar.close()
-            if status != "FINISHED":
-                self.tracker.finish(status)
+            if failed:
+                self.tracker.finish(failed)
         looped = time.perf_counter() - began
         wait_fraction = batches.waited / looped if looped > 0 and self.iteration > start else float("nan")
         if self.iteration < self.total:
@@ -313,6 +312,9 @@ class Trainer:
         return TrainResult("trained", self.out_dir, self.total, start, wait_fraction, self.best)
 
     # ------------------------------------------------------------------ helpers
+
+    def _checkpoint_due(self, stop: int) -> bool:
+        return self.iteration % self.settings.checkpoint_every == 0 or self.iteration in (stop, self.total)
 
     def _model_info(self, iteration: int, **extra: Any) -> dict[str, Any]:
         request = self.request
