@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from brainmets.errors import BrainmetsError
-from brainmets.inference import InferenceSettings, Runtime, predict_two_stage, prepare_network, window_starts
+from brainmets.inference import InferenceSettings, inference_runtime, predict_two_stage, prepare_network, window_starts
 from brainmets.models import build_model
 
 from .conftest import DETECTOR, SEGMENTOR, model_info
 
 SETTINGS = InferenceSettings(overlap=0.5, batch_size=4, device="cpu")
-RUNTIME = Runtime.create(SETTINGS)
+RUNTIME = inference_runtime(SETTINGS)
 
 
 def _networks(detector_bias: float):

@@ -38,13 +38,14 @@ from brainmets.inference.engine import (
     InferenceSettings,
     Network,
     ReferenceModel,
-    Runtime,
+    inference_runtime,
     load_network,
     predict_single_pass,
     predict_two_stage,
 )
 from brainmets.inference.labels import regions_to_labels
 from brainmets.io import atomic_path, write_table
+from brainmets.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def predict_splits(
 
     settings = settings or InferenceSettings.from_config(config)
     settings.validate()
-    runtime = Runtime.create(settings)
+    runtime = inference_runtime(settings)
     cases_by_split = {split: cases_in_split(splits_path, split) for split in dict.fromkeys(splits)}
     segmentor = load_network(model_path, runtime, task="segmentation")
     detector = load_network(detector_path, runtime, task="detection") if detector_path else None
