@@ -183,7 +183,7 @@ def load_model(
     ``detectors``: none, or one detector run per run in ``runs`` (paired in order:
     two-stage members).
     """
-    from brainmets.inference.engine import InferenceSettings, Runtime, load_network
+    from brainmets.inference.engine import InferenceSettings, inference_runtime, load_network
 
     if not runs:
         raise BrainmetsError("no model given: name at least one run directory (holding model.pt)")
@@ -216,7 +216,7 @@ def load_model(
         **({"detector_threshold": settings.detector_threshold} if detectors else {}),
     }
     card = combined_card(cards, inference)
-    runtime = Runtime.create(settings)
+    runtime = inference_runtime(settings)
     members = []
     for c in cards:
         segmentor = load_network(Path(c["segmentor"]["run_dir"]) / "model.pt", runtime, task="segmentation")
