@@ -48,7 +48,7 @@ from brainmets.config import validate_model, validate_section
 from brainmets.constants import subset_channels
 from brainmets.inference import (
     InferenceSettings,
-    Runtime,
+    inference_runtime,
     predict_single_pass,
     predict_two_stage,
     prepare_network,
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     settings = InferenceSettings(**validate_section("inference", {
         "overlap": 0.5, "batch_size": args.batch_size, "device": args.device,
         "channels_last": True if args.channels_last else "auto"}))
-    runtime = Runtime.create(settings)
+    runtime = inference_runtime(settings)
     torch.manual_seed(0)
 
     clock = time.perf_counter()

@@ -23,3 +23,8 @@ class CaseError(BrainmetsError):
         if hint:
             msg += f"; {hint}"
         super().__init__(msg)
+
+    def __reduce__(self):
+        # The default rebuilds the error from its message alone, which this constructor
+        # does not accept: without this, a CaseError raised in a worker process breaks the pool.
+        return type(self), (self.case, self.file, self.problem, self.hint)

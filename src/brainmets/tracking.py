@@ -197,6 +197,8 @@ class RunTracker:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        #: whether :meth:`start` continued an earlier run of the same run directory
+        self.reopened = False
         self._pending: list[Any] = []
 
     @property
@@ -242,6 +244,7 @@ class RunTracker:
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, "slurm_job_id", tags["slurm_job_id"])
             fresh = False
+            self.reopened = True
         else:
             run_id = client.create_run(self.experiment_id, run_name=f"{model}/{subset}/seed{seed}", tags=tags).info.run_id
             fresh = True
@@ -294,6 +297,27 @@ class RunTracker:
         if not self.enabled:
             return
         try:
+            if status == "FINISHED" and self.reopened:  # an earlier job may have left it marked resumable
+                self.client.set_tag(self.run_id, "resumable", "false")
             self.client.set_terminated(self.run_id, status)
         except Exception as exc:  # noqa: BLE001
             self._fail("could not close the MLflow run", exc)
+
+    def pause(self, iteration: int, reason: str) -> None:
+        """Mark a run that stopped before its end but resumes from its checkpoint.
+
+        MLflow has no paused state: the status is KILLED (not FAILED), with tags
+        ``resumable=true``, ``stopped_at_iteration`` and ``stopped_by`` (a
+        signal's name); the next job of the same run directory reopens the run.
+        """
+        self.flush()
+        if not self.enabled:
+            return
+        try:
+            from mlflow.entities import RunTag
+
+            tags = {"resumable": "true", "stopped_at_iteration": str(iteration), "stopped_by": reason}
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(self.run_id, "KILLED")
+        except Exception as exc:  # noqa: BLE001
+            self._fail("could not mark the MLflow run as stopped", exc)

@@ -216,7 +216,7 @@ def test_lesions_at_the_volume_border():
 def test_labels_outside_brats_values_are_an_error(value):
     pred = _empty().astype(np.float32)
     pred[3, 3, 3] = value
-    with pytest.raises(BrainmetsError, match="case-x.*prediction contains label value"):
+    with pytest.raises(BrainmetsError, match="case-x: .*prediction label values"):
         evaluate_case(pred, _empty(), ISO, case="case-x")
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from brainmets.inference import (
-    Runtime,
+    inference_runtime,
     predict_single_pass,
     prepare_network,
     regions_to_labels,
@@ -73,7 +73,7 @@ def _info(patch, in_channels=3):
 @pytest.mark.parametrize("shape", [(20, 24, 18), (12, 30, 16)])
 def test_sliding_window_count_matches_monai_and_constant_output_is_preserved(shape, blend):
     settings = inference_settings(overlap=0.5, batch_size=3, blend=blend, device="cpu")
-    runtime = Runtime.create(settings)
+    runtime = inference_runtime(settings)
     network = prepare_network(_Constant(0.8), _info((8, 16, 16)), runtime)
     result = predict_single_pass(network, torch.randn(4, *shape), settings, runtime)
     assert result.record["windows_total"] == sliding_window_count(shape, (8, 16, 16), 0.5)

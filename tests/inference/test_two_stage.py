@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from brainmets.errors import BrainmetsError
-from brainmets.inference import Runtime, predict_two_stage, prepare_network, window_starts
+from brainmets.inference import inference_runtime, predict_two_stage, prepare_network, window_starts
 from brainmets.models import build_model
 
 from .conftest import DETECTOR, SEGMENTOR, inference_settings, model_info
 
 SETTINGS = inference_settings(overlap=0.5, batch_size=4, device="cpu")
-RUNTIME = Runtime.create(SETTINGS)
+RUNTIME = inference_runtime(SETTINGS)
 
 
 def _networks(detector_bias: float):

@@ -80,6 +80,20 @@ def test_forward_backward(name, in_channels):
     assert aux_eval == [] and extra_eval is None
 
 
+@pytest.mark.parametrize("arch", ["resunet3d", "resunetse3d", "mlp_unext", "resenc_unet"])
+def test_convolutional_networks_accept_channels_last_input(arch):
+    """Training uses channels_last_3d for convolutional networks: same logits in either memory format."""
+    spec = TINY_SPECS[arch]
+    torch.manual_seed(0)
+    model = build_model(arch, spec, 3, 3).eval()
+    x = torch.randn(2, 3, *spec["patch"])
+    with torch.no_grad():
+        plain, _, _ = forward_outputs(model, x)
+        last, _, _ = forward_outputs(model.to(memory_format=torch.channels_last_3d),
+                                     x.to(memory_format=torch.channels_last_3d))  # fmt: skip
+    torch.testing.assert_close(last, plain, rtol=1e-4, atol=1e-5)
+
+
 def test_segmentor_has_three_heads_in_train_mode():
     model = build_model("segmentor", TINY_SPECS["segmentor"], 4, 3).train()
     _, aux, _ = forward_outputs(model, torch.randn(1, 4, 16, 16, 16))

@@ -13,4 +13,9 @@ TINY_SPECS: dict[str, dict] = {
     "unetr": {"arch": "unetr", "feature_size": 4, "hidden_size": 24, "mlp_dim": 24, "num_heads": 2, "patch": [16, 16, 16]},
     "swinunetr": {"arch": "swinunetr", "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 4, "patch": [64, 32, 32]},
     "swinunetr_v2": {"arch": "swinunetr_v2", "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 4, "patch": [64, 32, 32]},
+    "resunet3d": {"arch": "resunet3d", "f_maps": 4, "num_levels": 3, "patch": [16, 16, 16]},
+    "resunetse3d": {"arch": "resunetse3d", "f_maps": [4, 8, 8], "num_groups": 4, "patch": [16, 16, 16]},
+    "nnformer": {"arch": "nnformer", "embed_dim": 12, "depths": [2, 2, 2, 2], "num_heads": [1, 1, 2, 2], "window_sizes": [2, 2, 2, 2], "embed_patch": 2, "patch": [16, 16, 16]},
+    "mlp_unext": {"arch": "mlp_unext", "conv_channels": [4, 4, 8], "token_dims": [8, 8], "patch": [32, 32, 32]},
+    "resenc_unet": {"arch": "resenc_unet", "features": [4, 8, 16], "blocks": [1, 2, 2], "patch": [16, 16, 16]},
 }

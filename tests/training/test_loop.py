@@ -103,7 +103,7 @@ def test_resume_with_other_settings_is_refused(tiny_data, tiny_config, tmp_path)
 def test_train_on_detected_patches(tiny_data, tiny_config, tmp_path, caplog):
     det = train(tiny_config, request(tiny_data, tmp_path / "det", "detector"), progress=False)
     assert det.status == "trained"
-    caplog.set_level("INFO", logger="brainmets.training.loop")
+    caplog.set_level("INFO", logger="brainmets.training")
     out = tmp_path / "seg"
     tiny_config["training"]["segmentation"]["detector_draws"] = 2
     result = train(tiny_config, request(tiny_data, out, detector=tmp_path / "det" / "model.pt", iterations=2),

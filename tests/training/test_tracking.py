@@ -31,12 +31,16 @@ def test_runs_land_in_the_study_experiment_under_one_parent(tiny_data, tiny_conf
         return train(tiny_config, RunRequest("modality", "unet", "t1c+t2f", seed, cache, splits, out,
                                              iterations=3), progress=False, **kw)
 
+    client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
     run(0)
-    run(1, stop_at=2)  # an interrupted job ...
+    run(1, stop_at=2)  # a job stopped before the end ...
+    experiment = client.get_experiment_by_name("brainmets/modality")
+    stopped = client.search_runs([experiment.experiment_id], filter_string="tags.seed = '1'")
+    assert [r.info.status for r in stopped] == ["KILLED"]  # not FAILED: ...
+    assert {k: stopped[0].data.tags[k] for k in ("resumable", "stopped_at_iteration", "stopped_by")} == \
+        {"resumable": "true", "stopped_at_iteration": "2", "stopped_by": "stop_at"}
     run(1)  # ... resumed: continues its MLflow run
 
-    client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("brainmets/modality")
     assert experiment is not None
     assert client.search_runs(["0"]) == []  # nothing in the Default experiment
     runs = client.search_runs([experiment.experiment_id])
@@ -50,6 +54,7 @@ def test_runs_land_in_the_study_experiment_under_one_parent(tiny_data, tiny_conf
         assert "slurm_job_id" in tags
         assert params["training.segmentation.iterations"] == "3" and params["seed"] == tags["seed"]
         assert child.info.status == "FINISHED"
+        assert tags.get("resumable", "false") == "false"
         losses = client.get_metric_history(child.info.run_id, "loss")
         assert sorted(m.step for m in losses) == [1, 2, 3]
         assert [m.step for m in client.get_metric_history(child.info.run_id, "val_score")] == [3]

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from brainmets.stopping import DEFAULT_WARNING_SIGNAL, EXIT_RESUME
+
 HELP = "train one model (segmentor, U-Net, baseline or detector) on one subset and seed; resumable"
 DESCRIPTION = (
     "Train one run from the preprocessed cache and write RUN_DIR/{config.yaml, history.tsv, checkpoint.pt, "
     "best.pt, model.pt}. Running the same command again resumes from RUN_DIR/checkpoint.pt; if "
     "RUN_DIR/model.pt exists the run is complete and nothing is done. The model's task (segmentation or "
     "detection) follows from its registry entry (models.NAME): 'task' if given, else detection for a DenseNet. "
-    "Settings: the config's training section (keys and defaults: the config schema)."
+    "Settings: the config's training section (keys and defaults: the config schema). "
+    "Stopping: on SIGTERM (time limit, scancel, preemption), SIGINT (Ctrl-C) or the --warning-signal, the "
+    "step in progress finishes, RUN_DIR/checkpoint.pt and history.tsv are written at that step and the command "
+    f"exits {EXIT_RESUME}; a second Ctrl-C stops at once (the last checkpoint stays). "
+    f"Exit status: 0 trained (or already complete); {EXIT_RESUME} stopped before the end, not finished: run the same "
+    "command again to resume; 2 error in the input or settings (message on stderr); 130 interrupted."
 )
 
 
@@ -31,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="override the task's iteration budget")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (overrides training.threads)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
+    parser.add_argument("--warning-signal", default=DEFAULT_WARNING_SIGNAL, metavar="SIGNAL",
+                        help="early-warning signal that stops the run like SIGTERM, e.g. sent by SLURM ahead of "
+                        f"the time limit with sbatch --signal (default {DEFAULT_WARNING_SIGNAL}; 'none': not caught)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,9 +58,14 @@ def run(args: argparse.Namespace) -> int:
         detector=Path(args.detector) if args.detector else None, iterations=args.iterations,
         threads=args.threads, subset_alias=args.subset if args.subset != subset else None,
     )
-    result = train(config, request, progress=not args.no_progress)
+    result = train(config, request, progress=not args.no_progress, warning_signal=args.warning_signal)
     if result.status == "exists":
         print(f"{Path(args.out_dir) / 'model.pt'} exists: run already trained, nothing to do")
+    elif result.status == "stopped":
+        print(f"stopped {args.model} on {subset}, seed {args.seed} at iteration {result.iteration} by "
+              f"{result.signal}: not finished; run the same command again to resume from "
+              f"{Path(args.out_dir) / 'checkpoint.pt'}")
+        return EXIT_RESUME
     else:
         resumed = f" (resumed at iteration {result.start_iteration})" if result.start_iteration else ""
         print(f"trained {args.model} on {subset}, seed {args.seed}: {result.iteration} iterations{resumed}; "

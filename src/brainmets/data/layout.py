@@ -4,15 +4,16 @@ A cohort root holds one directory per case::
 
     <root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz
 
-This module is the single place where raw NIfTI files are checked. Every
-problem a later stage could trip over (a missing or misnamed sequence, a
+This module is where raw NIfTI files are checked before anything else runs.
+Every problem a later stage could trip over (a missing or misnamed sequence, a
 truncated download, grids that disagree, labels outside BraTS-MET's 0..3,
 NaN intensities, ...) is caught here and reported as a
 :class:`~brainmets.errors.CaseError` naming the case, the file and what was
-expected, so that a training job hours later never fails on a bad file.
+expected, so that a training job hours later never fails on a bad file. The
+reading and the checks themselves are :mod:`brainmets.nifti`'s, shared with
+the later stages.
 
-Each file is decoded completely (the gzip stream is read to its end, so its
-CRC and length are checked), and one volume at a time is held in memory.
+Each file is decoded completely, and one volume at a time is held in memory.
 
 Only numpy, nibabel, pandas and cc3d are used: no torch or MONAI, so indexing
 runs in light jobs.
@@ -20,18 +21,28 @@ runs in light jobs.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import zlib
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from brainmets.constants import LABELS, MODALITIES, SEG_SUFFIX
+from brainmets.boxes import bounding_box
+from brainmets.constants import MODALITIES, SEG_SUFFIX
 from brainmets.errors import BrainmetsError, CaseError
+from brainmets.nifti import (
+    Grid,
+    check_finite,
+    check_labels,
+    check_same_grid,
+    format_shape,
+    grid_of,
+    read_image,
+    read_voxels,
+)
+from brainmets.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +61,9 @@ STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 ON_BAD_CASE = ("fail", "skip")
 
-#: Two images of a case are on the same grid when their affines agree to this (mm).
-AFFINE_TOLERANCE = 1e-4
 #: Lesions are 26-connected components (voxels touching by a face, edge or corner).
 CONNECTIVITY = 26
 
-_VALID_LABELS = (0, *sorted(LABELS))
 # Names other conventions use for each file; used only to explain a misnamed file.
 _ALIASES: dict[str, tuple[str, ...]] = {
     "t1n": ("t1n", "t1", "t1w", "t1native"),
@@ -106,8 +114,10 @@ def expected_path(root: str | Path, case: str, suffix: str) -> Path:
     return Path(root) / case / f"{case}-{suffix}{NIFTI_EXT}"
 
 
-def case_files(root: str | Path, case: str) -> dict[str, Path]:
+def case_files(root: str | Path, case: str, labelled: bool = True) -> dict[str, Path]:
     """Paths of a case's four sequences and segmentation, keyed by suffix (``t1n`` ... ``seg``).
+
+    ``labelled=False`` (a cohort to segment, not to train on): the four sequences only.
 
     Raises :class:`CaseError` naming every missing file, what the directory
     holds instead, and which of those look like a misnamed version of a
@@ -116,7 +126,7 @@ def case_files(root: str | Path, case: str) -> dict[str, Path]:
     case_dir = Path(root) / case
     if not case_dir.is_dir():
         raise CaseError(case, case_dir, "case directory not found")
-    paths = {suffix: expected_path(root, case, suffix) for suffix in CASE_FILES}
+    paths = {suffix: expected_path(root, case, suffix) for suffix in (CASE_FILES if labelled else MODALITIES)}
     missing = [suffix for suffix, path in paths.items() if not path.is_file()]
     if not missing:
         return paths
@@ -144,74 +154,15 @@ def _misnamed_hint(case: str, suffix: str, found: Iterable[str]) -> str:
     return ""
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _read_nifti(case: str, path: Path) -> Any:
-    """Decode a whole ``.nii.gz`` and return an in-memory nibabel image.
-
-    The gzip stream is decompressed to its end in one go, which verifies its
-    CRC and length: a truncated download or flipped bytes fail here rather
-    than being half-read by a lazy loader.
-    """
-    import nibabel as nib
-
-    try:
-        compressed = path.read_bytes()
-    except OSError as exc:
-        raise CaseError(case, path, f"cannot read the file ({exc.strerror or exc})") from exc
-    try:
-        raw = gzip.decompress(compressed)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise CaseError(
-            case, path, f"unreadable gzip data ({type(exc).__name__}: {exc})",
-            "expected a complete gzip-compressed NIfTI file; the file is truncated or corrupt, copy it again",
-        ) from exc
-    if len(raw) < 4:
-        raise CaseError(case, path, f"not a NIfTI file ({len(raw)} bytes after decompression)")
-    # sizeof_hdr: 348 for NIfTI-1, 540 for NIfTI-2, in either byte order.
-    sizeof_hdr = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
-    image_class = nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image
-    try:
-        return image_class.from_bytes(raw)
-    except Exception as exc:  # nibabel raises several types for a bad header
-        raise CaseError(
-            case, path, f"not a valid NIfTI image ({type(exc).__name__}: {exc})",
-            "expected a NIfTI-1 or NIfTI-2 image",
-        ) from exc
-
-
-def _voxels(case: str, path: Path, image: Any) -> np.ndarray:
-    """The image's voxel array (scaled by scl_slope/inter as nibabel does)."""
-    try:
-        return np.asanyarray(image.dataobj)
-    except Exception as exc:  # e.g. fewer data bytes than the header's dimensions need
-        raise CaseError(
-            case, path, f"cannot read the voxel data ({type(exc).__name__}: {exc})",
-            "the file is truncated or its header does not match its data",
-        ) from exc
-
-
-def _format_shape(shape: Iterable[int]) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
-def _format_spacing(zooms: Iterable[float]) -> str:
-    # zooms are float32 in the header: round so 1.2 is written as 1.2, not 1.2000000476837158.
-    return "x".join(repr(round(float(z), 6)) for z in zooms)
-
-
-def _format_values(values: np.ndarray, counts: np.ndarray, limit: int = 8) -> str:
-    shown = [f"{v:g} ({c} voxel{'s' if c != 1 else ''})" for v, c in zip(values[:limit], counts[:limit])]
-    more = f" and {len(values) - limit} more" if len(values) > limit else ""
-    return ", ".join(shown) + more
-
-
 # --------------------------------------------------------------------------- validation
 
 
-def validate_case(root: str | Path, case: str) -> dict[str, Any]:
+def validate_case(root: str | Path, case: str, labelled: bool = True) -> dict[str, Any]:
     """Check every file of one case and return its ``cases.tsv`` row.
+
+    ``labelled=False``: the case has no segmentation; its sequences are checked
+    as always, the spacing comes from the first one and the ``seg``, count and
+    volume columns are empty.
 
     Raises :class:`CaseError` on the first problem found: a missing or
     misnamed file, unreadable or corrupt data, an image that is not 3D,
@@ -224,39 +175,41 @@ def validate_case(root: str | Path, case: str) -> dict[str, Any]:
     Volumes are in mm^3 from the segmentation header's voxel spacing.
     """
     root_abs = Path(os.path.abspath(root))
-    paths = case_files(root_abs, case)
-    reference: tuple[str, Path, tuple[int, ...], np.ndarray] | None = None
+    paths = case_files(root_abs, case, labelled)
+    reference: Grid | None = None
     seg = zooms = None
-    for suffix in CASE_FILES:
+    for suffix in paths:
         path = paths[suffix]
-        image = _read_nifti(case, path)
-        shape = tuple(int(s) for s in image.shape)
-        if len(shape) != 3:
-            raise CaseError(case, path, f"image has shape {shape} ({len(shape)}D); expected a 3D volume")
-        affine = np.asarray(image.affine, dtype=np.float64)
+        image = read_image(case, path, suffix)
+        grid = grid_of(path, image)
         if reference is None:
-            reference = (suffix, path, shape, affine)
+            reference = grid
         else:
-            _check_same_grid(case, reference, path, shape, affine)
-        data = _voxels(case, path, image)
+            check_same_grid(case, grid, reference)
+        data = read_voxels(case, path, image)
         if suffix == SEG_SUFFIX:
             zooms = _check_spacing(case, path, image)
-            seg = _check_labels(case, path, data)
+            seg = check_labels(data, case, path)
         else:
-            _check_intensities(case, path, data)
+            check_finite(case, path, data)
+            if not np.any(data):
+                raise CaseError(case, path, "all voxels are zero", "expected an MR image; the sequence is empty")
+            if not labelled and zooms is None:
+                zooms = _check_spacing(case, path, image)
         del image, data  # one volume in memory at a time
 
-    assert seg is not None and zooms is not None and reference is not None
+    assert zooms is not None and reference is not None and (seg is not None or not labelled)
     row: dict[str, Any] = {
         "case": case,
         "status": STATUS_OK,
         "reason": "",
         "root": str(root_abs),
-        **{suffix: str(paths[suffix]) for suffix in CASE_FILES},
-        "shape": _format_shape(reference[2]),
+        **{suffix: str(paths[suffix]) if suffix in paths else None for suffix in CASE_FILES},
+        "shape": format_shape(reference.shape),
         "spacing": _format_spacing(zooms),
     }
-    row.update(lesion_statistics(seg, zooms))
+    if seg is not None:
+        row.update(lesion_statistics(seg, zooms))
     return row
 
 
@@ -271,87 +224,12 @@ def _check_spacing(case: str, path: Path, image: Any) -> tuple[float, ...]:
     return zooms
 
 
-def _check_same_grid(
-    case: str,
-    reference: tuple[str, Path, tuple[int, ...], np.ndarray],
-    path: Path,
-    shape: tuple[int, ...],
-    affine: np.ndarray,
-) -> None:
-    """All files of a case must share one voxel grid: same shape, same affine."""
-    _, ref_path, ref_shape, ref_affine = reference
-    if shape != ref_shape:
-        raise CaseError(
-            case, path,
-            f"shape {_format_shape(shape)} differs from {ref_path.name} ({_format_shape(ref_shape)})",
-            "expected all sequences and the segmentation on the same voxel grid (co-registered, same resolution)",
-        )
-    if not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE):
-        diff = float(np.max(np.abs(affine - ref_affine)))
-        raise CaseError(
-            case, path,
-            f"affine differs from {ref_path.name} by up to {diff:.3g} "
-            f"(tolerance {AFFINE_TOLERANCE:g})",
-            "expected all sequences and the segmentation on the same voxel grid (same orientation, origin and spacing)",
-        )
-
-
-def _check_intensities(case: str, path: Path, data: np.ndarray) -> None:
-    if np.issubdtype(data.dtype, np.floating):
-        n_nan = int(np.count_nonzero(np.isnan(data)))
-        n_inf = int(np.count_nonzero(np.isinf(data)))
-        if n_nan or n_inf:
-            found = ", ".join(
-                f"{n} {name} voxel{'s' if n != 1 else ''}" for n, name in ((n_nan, "NaN"), (n_inf, "Inf")) if n
-            )
-            raise CaseError(case, path, f"non-finite intensities: {found}", "expected finite values in every voxel")
-    if not np.any(data):
-        raise CaseError(case, path, "all voxels are zero", "expected an MR image; the sequence is empty")
-
-
-def _check_labels(case: str, path: Path, data: np.ndarray) -> np.ndarray:
-    """Validate BraTS-MET labels and return them as uint8."""
-    expected = "expected integer labels " + ", ".join(
-        ["0 background"] + [f"{v} {name}" for v, name in sorted(LABELS.items())]
-    )
-    if np.issubdtype(data.dtype, np.floating):
-        finite = np.isfinite(data)
-        if not finite.all():
-            n_bad = int(data.size - finite.sum())
-            raise CaseError(case, path, f"non-finite label values in {n_bad} voxel{'s' if n_bad != 1 else ''}", expected)
-        fractional = data != np.round(data)
-        if fractional.any():
-            values, counts = np.unique(data[fractional], return_counts=True)
-            raise CaseError(case, path, f"non-integer label values {_format_values(values, counts)}", expected)
-    elif not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
-        raise CaseError(case, path, f"segmentation has data type {data.dtype}", expected)
-    outside = (data < 0) | (data > max(_VALID_LABELS))
-    if outside.any():
-        values, counts = np.unique(data[outside], return_counts=True)
-        hint = expected
-        if 4 in values and 3 not in np.unique(data):
-            hint += "; label 4 is the BraTS 2021 enhancing-tumour label: relabel 4 to 3"
-        raise CaseError(
-            case, path,
-            f"label values {_format_values(values, counts)} outside {{{', '.join(map(str, _VALID_LABELS))}}}",
-            hint,
-        )
-    return data.astype(np.uint8, copy=False)
+def _format_spacing(zooms: Iterable[float]) -> str:
+    # zooms are float32 in the header: round so 1.2 is written as 1.2, not 1.2000000476837158.
+    return "x".join(repr(round(float(z), 6)) for z in zooms)
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Smallest box holding every True voxel, or None when there is none."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
 
 
 def count_components(mask: np.ndarray) -> int:
@@ -369,7 +247,7 @@ def lesion_statistics(labels: np.ndarray, spacing: Iterable[float]) -> dict[str,
     voxel_mm3 = float(np.prod([float(s) for s in spacing]))
     counts = np.bincount(labels.ravel(), minlength=4)[:4]
     whole = labels > 0
-    box = _bounding_box(whole)
+    box = bounding_box(whole)
     # Components are found inside the tumour's bounding box: same answer, a fraction of the work.
     cropped = labels[box] if box is not None else labels[:0, :0, :0]
     stats: dict[str, float | int] = {
@@ -388,10 +266,10 @@ def lesion_statistics(labels: np.ndarray, spacing: Iterable[float]) -> dict[str,
 # --------------------------------------------------------------------------- cohort
 
 
-def _index_one(root: str, case: str) -> dict[str, Any]:
+def _index_one(root: str, case: str, labelled: bool = True) -> dict[str, Any]:
     """Worker: a case's row, or a skipped row carrying the reason (errors do not cross processes)."""
     try:
-        return validate_case(root, case)
+        return validate_case(root, case, labelled)
     except CaseError as exc:
         row: dict[str, Any] = {column: None for column in CASE_COLUMNS}
         row.update(case=case, status=STATUS_SKIPPED, reason=_one_line(str(exc)), root=str(root))
@@ -407,8 +285,12 @@ def index_cohort(
     on_bad_case: str = "fail",
     workers: int = 1,
     progress: bool = True,
+    labelled: bool = True,
 ) -> "pandas.DataFrame":  # noqa: F821
     """Validate every case under ``root`` and return the case table (``CASE_COLUMNS``).
+
+    ``labelled=False`` indexes a cohort without segmentations (cases to segment):
+    every sequence is checked as usual; ``seg``, counts and volumes stay empty.
 
     ``on_bad_case="fail"`` checks all cases and then raises one
     :class:`BrainmetsError` listing every bad case with its problem, so a
@@ -421,28 +303,13 @@ def index_cohort(
     volume at a time. Rows come back in case order whatever the worker count.
     """
     import pandas as pd
-    from tqdm import tqdm
 
     if on_bad_case not in ON_BAD_CASE:
         raise BrainmetsError(f"on_bad_case must be one of {', '.join(ON_BAD_CASE)}, got {on_bad_case!r}")
-    if workers < 1:
-        raise BrainmetsError(f"workers must be at least 1, got {workers}")
     root_abs = os.path.abspath(root)
     cases = discover_cases(root_abs)
-    bar = tqdm(total=len(cases), desc="index", unit="case", disable=not progress)
-    rows: list[dict[str, Any]] = []
-    try:
-        if workers == 1 or len(cases) == 1:
-            for case in cases:
-                rows.append(_index_one(root_abs, case))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(cases))) as pool:
-                for row in pool.map(_index_one, [root_abs] * len(cases), cases):
-                    rows.append(row)
-                    bar.update()
-    finally:
-        bar.close()
+    rows = parallel_map(partial(_index_one, root_abs, labelled=labelled), cases, workers=workers, desc="index",
+                        progress=progress)
 
     bad = [row for row in rows if row["status"] != STATUS_OK]
     if bad and on_bad_case == "fail":
@@ -498,6 +365,12 @@ def load_cases(path: str | Path, ok_only: bool = True) -> "pandas.DataFrame":  #
             f"expected {STATUS_OK} or {STATUS_SKIPPED}"
         )
     ok = table["status"] == STATUS_OK
+    unlabelled = table.loc[ok & table[SEG_SUFFIX].isna() & table[list(COUNT_COLUMNS)].isna().all(axis=1), "case"].tolist()
+    if unlabelled:
+        raise BrainmetsError(
+            f"case table {path} lists case(s) without segmentation: {', '.join(unlabelled[:10])}; it was indexed "
+            "with --unlabelled, which serves `brainmets segment`: training and evaluation need labelled cases"
+        )
     incomplete = table.loc[ok & table[list(COUNT_COLUMNS)].isna().any(axis=1), "case"].tolist()
     if incomplete:
         raise BrainmetsError(

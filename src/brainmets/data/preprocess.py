@@ -47,14 +47,27 @@ from __future__ import annotations
 
 import logging
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from brainmets.constants import LABELS, MODALITIES, SEG_SUFFIX
+from brainmets.boxes import bounding_box
+from brainmets.constants import MODALITIES, SEG_SUFFIX
 from brainmets.errors import BrainmetsError, CaseError
 from brainmets.io import atomic_path, read_json, write_json
+from brainmets.nifti import (
+    VALID_LABELS,
+    Grid,
+    check_finite,
+    check_labels,
+    check_same_grid,
+    grid_of,
+    read_image,
+    read_voxels,
+)
+from brainmets.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +79,6 @@ CROP_MARGIN = 2
 LABEL_CHANNEL = len(MODALITIES)
 #: Files a case needs, keyed as in cases.tsv.
 SOURCE_KEYS: tuple[str, ...] = (*MODALITIES, SEG_SUFFIX)
-_VALID_LABELS = (0, *sorted(LABELS))
-#: Grids of one case may differ by float32 rounding of the header, not more (mm).
-_AFFINE_ATOL = 1e-3
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 __all__ = [
@@ -79,7 +89,9 @@ __all__ = [
     "cache_paths",
     "preprocess_case",
     "preprocess_cases",
+    "preprocess_unlabelled",
     "load_sources",
+    "load_unlabelled_sources",
     "reorient_and_crop",
     "cache_grid",
     "to_cache_grid",
@@ -91,6 +103,8 @@ __all__ = [
     "to_original_grid",
     "probabilities_to_original_grid",
     "write_label_nifti",
+    "write_original_label_nifti",
+    "write_original_nifti",
 ]
 
 
@@ -114,42 +128,64 @@ def load_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
     stored dtype (header scaling applied): conversion to float32 happens after the
     crop, on roughly half the voxels.
     """
-    import nibabel as nib
-
     missing_keys = [k for k in SOURCE_KEYS if k not in paths]
     if missing_keys:
         raise CaseError(case, None, f"no path given for {', '.join(missing_keys)}",
                         f"expected paths for {', '.join(SOURCE_KEYS)}")
 
     seg_path = Path(paths[SEG_SUFFIX])
-    seg_img = _open_nifti(case, SEG_SUFFIX, seg_path)
-    shape = tuple(int(s) for s in seg_img.shape[:3])
-    affine = np.asarray(seg_img.affine, dtype=np.float64)
-    seg = _read_labels(case, seg_path, seg_img)
+    seg_img = read_image(case, seg_path, SEG_SUFFIX)
+    seg_grid = grid_of(seg_path, seg_img)
+    seg = check_labels(read_voxels(case, seg_path, seg_img), case, seg_path)
 
     images: list[np.ndarray] = []
     for modality in MODALITIES:
         path = Path(paths[modality])
-        img = _open_nifti(case, modality, path)
-        if tuple(img.shape[:3]) != shape:
-            raise CaseError(case, path, f"{modality} has shape {tuple(img.shape)}",
-                            f"expected the segmentation's shape {shape} ({seg_path})")
-        if not np.allclose(img.affine, affine, atol=_AFFINE_ATOL):
-            raise CaseError(case, path, f"{modality} affine differs from the segmentation's",
-                            f"expected all five files on one grid; {modality}:\n{img.affine}\n"
-                            f"seg:\n{affine}")
-        data = _read_array(case, modality, path, img)
-        # Integer storage without scaling cannot hold NaN; skip the full pass then.
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise CaseError(case, path, f"{modality} contains NaN or infinite values")
+        img = read_image(case, path, modality)
+        check_same_grid(case, grid_of(path, img), seg_grid)
+        data = read_voxels(case, path, img)
+        check_finite(case, path, data)
         images.append(data)
+    return _sources(images, seg, seg_grid, seg_img.header)
 
-    header = seg_img.header
+
+def load_unlabelled_sources(case: str, paths: Mapping[str, str | Path]) -> dict[str, Any]:
+    """:func:`load_sources` for a case without segmentation (segmenting new patients).
+
+    ``paths`` holds some of the four sequences (at least one); the first of them in
+    :data:`MODALITIES` order sets the grid the others must share. An absent sequence
+    becomes an all-zero volume, so it adds nothing to the brain mask of
+    :func:`reorient_and_crop`; with all four present the images equal the labelled
+    path's. ``seg`` is all background.
+    """
+    if not any(modality in paths for modality in MODALITIES):
+        raise CaseError(case, None, "no sequence given", f"expected paths for some of {', '.join(MODALITIES)}")
+    images: list[np.ndarray | None] = []
+    reference = header = None
+    for modality in MODALITIES:
+        if modality not in paths:
+            images.append(None)
+            continue
+        path = Path(paths[modality])
+        img = read_image(case, path, modality)
+        grid = grid_of(path, img)
+        if reference is None:
+            reference, header = grid, img.header
+        else:
+            check_same_grid(case, grid, reference, expected="all sequences on the same voxel grid")
+        data = read_voxels(case, path, img)
+        check_finite(case, path, data)
+        images.append(data)
+    absent = np.zeros(reference.shape, dtype=np.uint8)
+    return _sources([absent if image is None else image for image in images], absent, reference, header)
+
+
+def _sources(images: list[np.ndarray], seg: np.ndarray, grid: Grid, header: Any) -> dict[str, Any]:
     return {
         "images": images,
         "seg": seg,
-        "affine": affine,
-        "shape": shape,
+        "affine": grid.affine,
+        "shape": grid.shape,
         "zooms": [float(z) for z in header.get_zooms()[:3]],
         "qform_code": int(header.get("qform_code", 1)),
         "sform_code": int(header.get("sform_code", 1)),
@@ -181,14 +217,8 @@ def reorient_and_crop(images: Sequence[np.ndarray], seg: np.ndarray, affine: np.
     if not brain.any():
         raise CaseError(case, None, "all four sequences are zero everywhere",
                         "expected skull-stripped images with a nonzero brain")
-    keep = brain | (ras_seg > 0)
-    start, stop = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nonzero = np.flatnonzero(keep.any(axis=other))
-        start.append(max(int(nonzero[0]) - CROP_MARGIN, 0))
-        stop.append(min(int(nonzero[-1]) + 1 + CROP_MARGIN, ras_seg.shape[axis]))
-    box = tuple(slice(a, b) for a, b in zip(start, stop))
+    box = bounding_box(brain | (ras_seg > 0), margin=CROP_MARGIN)
+    start, stop = [s.start for s in box], [s.stop for s in box]
     cropped = np.empty((len(ras_images), *(b - a for a, b in zip(start, stop))), dtype=np.float32)
     for channel, ras_channel in enumerate(ras_images):
         cropped[channel] = ras_channel[box]
@@ -248,14 +278,19 @@ def resample(array: np.ndarray, positions: Sequence[np.ndarray], order: int) -> 
 
 
 def zscore_over_brain(images: np.ndarray, brain: np.ndarray, case: str = "?",
-                      paths: Mapping[str, str | Path] | None = None) -> list[dict[str, float]]:
+                      paths: Mapping[str, str | Path] | None = None,
+                      absent: Sequence[str] = ()) -> list[dict[str, float] | None]:
     """Z-score each channel in place over ``brain`` voxels; set voxels outside to 0.
 
-    Statistics are accumulated in float64. Returns ``[{"mean", "std"}]`` per channel.
+    Statistics are accumulated in float64. Returns ``[{"mean", "std"}]`` per channel,
+    ``None`` for the ``absent`` sequences (all zero, left so; unlabelled cases only).
     """
-    stats = []
+    stats: list[dict[str, float] | None] = []
     outside = ~brain
     for channel, modality in enumerate(MODALITIES):
+        if modality in absent:
+            stats.append(None)
+            continue
         values = images[channel][brain]
         mean = float(values.mean(dtype=np.float64))
         std = float(values.std(dtype=np.float64))
@@ -325,6 +360,28 @@ def preprocess_case(case: str, paths: Mapping[str, str | Path], out_dir: str | P
     return npy_path
 
 
+def preprocess_unlabelled(case: str, paths: Mapping[str, str | Path],
+                          spacing: Sequence[float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cache of a case without segmentation, in memory: ``(image (4, X, Y, Z) float32, meta)``.
+
+    The stages of :func:`preprocess_case` (same functions, same order) on the
+    sequences in ``paths`` (see :func:`load_unlabelled_sources`); an absent sequence
+    stays an all-zero channel. ``meta`` is the ``<case>.json`` record, so
+    :func:`probabilities_to_original_grid` maps predictions back to the case's grid.
+    With all four sequences the result equals the labelled cache's images unless a
+    label reached outside the brain (the crop then grew to hold it).
+    """
+    spacing = _check_spacing(case, spacing)
+    loaded = load_unlabelled_sources(case, paths)
+    cropped = reorient_and_crop(loaded.pop("images"), loaded["seg"], loaded["affine"], case)
+    grid = to_cache_grid(cropped, spacing)
+    absent = [modality for modality in MODALITIES if modality not in paths]
+    stats = zscore_over_brain(grid["cache"][:LABEL_CHANNEL], grid["brain"], case, paths, absent=absent)
+    sources = {key: str(paths[key]) for key in MODALITIES if key in paths}
+    meta = cache_metadata(case, sources, spacing, loaded, cropped, grid, stats)
+    return grid["cache"][:LABEL_CHANNEL], meta
+
+
 def to_cache_grid(cropped: Mapping[str, Any], spacing: Sequence[float] | None) -> dict[str, Any]:
     """Assemble the (5, X, Y, Z) float32 cache array (not yet z-scored) and its brain mask.
 
@@ -378,7 +435,7 @@ def cache_metadata(case: str, sources: Mapping[str, str], spacing: Sequence[floa
         "cache_affine": cache_affine.tolist(),
         "cache_to_crop_scale": scale.tolist(),
         "brain_voxels": int(grid["brain"].sum()),
-        "normalization": {modality: dict(stat) for modality, stat in zip(MODALITIES, stats)},
+        "normalization": {modality: None if stat is None else dict(stat) for modality, stat in zip(MODALITIES, stats)},
         "label_counts": _counts(cache_labels),
         "original_label_counts": _counts(loaded["seg"].ravel()),
     }
@@ -396,33 +453,16 @@ def preprocess_cases(cases: Mapping[str, Mapping[str, str | Path]], out_dir: str
     atomic) and does not disturb the others. Failures are reported together at the
     end as one :class:`BrainmetsError` naming each case and file.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
-    if workers < 1:
-        raise BrainmetsError(f"workers must be at least 1, got {workers}")
     jobs = [(case, dict(paths), str(out_dir), spacing, overwrite) for case, paths in cases.items()]
     done: list[Path] = []
     failures: list[str] = []
     file_problems: list[bool] = []
-    bar = tqdm(total=len(jobs), desc="preprocess", unit="case", disable=not progress)
-    try:
-        if workers == 1 or len(jobs) <= 1:
-            results = map(_preprocess_one, jobs)
-            for path, error, file_problem in results:
-                _collect(path, error, done, failures)
-                file_problems.append(file_problem)
-                bar.update()
-        else:
-            # Each worker holds one case (~0.5 GB at 240x240x155); numpy runs single-threaded.
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                for path, error, file_problem in pool.map(_preprocess_one, jobs):
-                    _collect(path, error, done, failures)
-                    file_problems.append(file_problem)
-                    bar.update()
-    finally:
-        bar.close()
+    # Each worker holds one case (~0.5 GB at 240x240x155); numpy runs single-threaded.
+    results = parallel_map(_preprocess_one, jobs, workers=workers, desc="preprocess", progress=progress,
+                           name=itemgetter(0))
+    for path, error, file_problem in results:
+        _collect(path, error, done, failures)
+        file_problems.append(file_problem)
     if failures:
         listing = "\n".join(f"  - {message}" for message in failures)
         advice = ""
@@ -539,19 +579,28 @@ def write_label_nifti(label_cache: np.ndarray, meta: Mapping[str, Any], out_path
 
 def write_original_label_nifti(labels: np.ndarray, meta: Mapping[str, Any], out_path: str | Path) -> Path:
     """Write a label map already on the original grid: uint8, original affine and qform/sform codes, atomic."""
-    import nibabel as nib
-
     expected = tuple(int(n) for n in meta["original_shape"])
     if labels.shape != expected:
         raise BrainmetsError(f"{meta['case']}: label map {labels.shape} is not on the original grid {expected}")
+    return write_original_nifti(labels, meta, out_path, np.uint8, "brainmets labels 1=NETC 2=SNFH 3=ET")
+
+
+def write_original_nifti(array: np.ndarray, meta: Mapping[str, Any], out_path: str | Path, dtype,
+                         description: str) -> Path:
+    """Write an array on the original grid (3-D, or 4-D with volumes last) as ``dtype``, atomic.
+
+    The case's original affine and qform/sform codes, mm units, ``description`` in ``descrip``.
+    """
+    import nibabel as nib
+
     affine = np.asarray(meta["original_affine"], dtype=np.float64)
-    image = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine)
+    image = nib.Nifti1Image(array.astype(dtype, copy=False), affine)
     header = image.header
-    header.set_data_dtype(np.uint8)
+    header.set_data_dtype(dtype)
     header.set_xyzt_units("mm", "sec")
     header.set_qform(affine, code=int(meta.get("original_qform_code", 1)) or 1)
     header.set_sform(affine, code=int(meta.get("original_sform_code", 1)) or 1)
-    header["descrip"] = b"brainmets labels 1=NETC 2=SNFH 3=ET"
+    header["descrip"] = description.encode()
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         nib.save(image, tmp)
@@ -616,8 +665,8 @@ def _translation(offset: Sequence[float]) -> np.ndarray:
 
 def _counts(labels: np.ndarray) -> dict[str, int]:
     """Voxels per BraTS label of a flat uint8 label array (bincount: no sort of 9M voxels)."""
-    totals = np.bincount(labels, minlength=len(_VALID_LABELS))
-    return {str(label): int(totals[label]) for label in _VALID_LABELS}
+    totals = np.bincount(labels, minlength=len(VALID_LABELS))
+    return {str(label): int(totals[label]) for label in VALID_LABELS}
 
 
 def _check_spacing(case: str, spacing: Sequence[float] | None) -> tuple[float, ...] | None:
@@ -634,51 +683,6 @@ def _check_cache_shape(shape: Sequence[int], meta: Mapping[str, Any], what: str)
     if tuple(shape[-3:]) != tuple(meta["cache_shape"]):
         raise BrainmetsError(f"{meta['case']}: {what} has spatial shape {tuple(shape[-3:])}, "
                              f"expected the cache shape {tuple(meta['cache_shape'])}")
-
-
-def _open_nifti(case: str, key: str, path: Path):
-    import nibabel as nib
-
-    if not path.is_file():
-        raise CaseError(case, path, f"{key} file missing")
-    try:
-        image = nib.load(path)
-    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors...
-        raise CaseError(case, path, f"cannot read {key} as NIfTI ({exc})") from exc
-    if len(image.shape) == 4 and image.shape[3] == 1:
-        image = image.slicer[..., 0]
-    if len(image.shape) != 3:
-        raise CaseError(case, path, f"{key} has shape {tuple(image.shape)}", "expected a 3D volume")
-    return image
-
-
-def _read_labels(case: str, path: Path, image) -> np.ndarray:
-    """The segmentation as uint8, checking it holds only the BraTS labels 0..3."""
-    try:
-        raw = np.asanyarray(image.dataobj)
-    except Exception as exc:  # truncated gzip streams fail only here
-        raise CaseError(case, path, f"cannot decode {SEG_SUFFIX} ({exc})") from exc
-    valid = np.zeros(256, dtype=bool)
-    valid[list(_VALID_LABELS)] = True
-    if raw.dtype.kind in "ui" and raw.min() >= 0 and raw.max() < 256:
-        labels = raw.astype(np.uint8, copy=False)
-        ok = bool(valid[labels].all())
-    else:  # float storage (or out of byte range): labels must still be the integers 0..3
-        ok = bool(np.isin(raw, _VALID_LABELS).all())
-        labels = np.rint(raw).astype(np.uint8) if ok else raw
-    if not ok:
-        bad = np.unique(raw[~np.isin(raw, _VALID_LABELS)])[:5]
-        raise CaseError(case, path, f"segmentation holds values {bad.tolist()}",
-                        f"expected integer BraTS labels {list(_VALID_LABELS)}")
-    return labels
-
-
-def _read_array(case: str, key: str, path: Path, image) -> np.ndarray:
-    """Voxel values with the header's scaling applied, in the stored (or scaled) dtype."""
-    try:
-        return np.asanyarray(image.dataobj)
-    except Exception as exc:  # truncated gzip streams fail only here
-        raise CaseError(case, path, f"cannot decode {key} ({exc})") from exc
 
 
 def _is_complete(npy_path: Path, json_path: Path, sources: Mapping[str, str],

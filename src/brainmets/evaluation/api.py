@@ -19,15 +19,19 @@ would otherwise drop the case silently.
 from __future__ import annotations
 
 import logging
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from brainmets.constants import LABELS, REGIONS, SEG_SUFFIX
+from brainmets.boxes import bounding_box
+from brainmets.constants import REGIONS, SEG_SUFFIX
 from brainmets.errors import BrainmetsError, CaseError
 from brainmets.evaluation.lesionwise import evaluate_region
 from brainmets.evaluation.surface import as_spacing
+from brainmets.nifti import check_labels, check_same_grid, grid_of, read_image, read_voxels
+from brainmets.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +45,16 @@ LESION_COLUMNS: tuple[str, ...] = (
 )
 PRED_SUFFIX = ".nii.gz"
 GT_SUFFIX = f"-{SEG_SUFFIX}.nii.gz"
-#: Affines may differ by this much (mm) after NIfTI float32 round trips.
-AFFINE_ATOL = 1e-4
-_MAX_LABEL = max(LABELS)
 
 
 def _as_label_map(array: np.ndarray, case: str, what: str, file: str | Path | None) -> np.ndarray:
-    """Return ``array`` as uint8 labels after checking they are integers in 0..3."""
+    """Return ``array`` as uint8 labels after checking it is a 3-D map of the BraTS-MET labels."""
     array = np.asarray(array)
     if array.ndim != 3:
         raise CaseError(case, file, f"{what} must be a 3-D label map, got shape {array.shape}")
-    if array.dtype.kind not in "biuf":
-        raise CaseError(case, file, f"{what} has dtype {array.dtype}; expected integer labels 0-{_MAX_LABEL}")
     if array.size == 0:
         raise CaseError(case, file, f"{what} is empty (shape {array.shape})")
-    # Two reductions settle the usual case; np.unique (a sort) only to word the error.
-    in_range = array.min() >= 0 and array.max() <= _MAX_LABEL
-    if in_range and (array.dtype.kind != "f" or np.array_equal(array, np.round(array))):
-        return array if array.dtype == np.uint8 else array.astype(np.uint8)
-    values = np.unique(array)
-    bad = values[(values < 0) | (values > _MAX_LABEL) | (values != np.round(values))]
-    shown = ", ".join(f"{v:g}" for v in bad[:5])
-    raise CaseError(
-        case, file, f"{what} contains label value(s) {shown}; expected only 0-{_MAX_LABEL} "
-        "(0 background, 1 NETC, 2 SNFH, 3 ET)",
-    )
+    return check_labels(array, case, file, what=f"{what} label")
 
 
 def _region_mask(label_map: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
@@ -83,13 +72,7 @@ def _case_crop(gt: np.ndarray, pred: np.ndarray) -> tuple[slice, ...] | None:
     on a crop face only where that face is a face of the volume, so the dilation
     is cut exactly where the official full-volume dilation is.
     """
-    from brainmets.evaluation.surface import bounding_box
-
-    box = bounding_box((gt > 0) | (pred > 0))
-    if box is None:
-        return None
-    lo, hi = box
-    return tuple(slice(max(a - 1, 0), min(b + 1, n)) for a, b, n in zip(lo, hi, gt.shape))
+    return bounding_box((gt > 0) | (pred > 0), margin=1)
 
 
 def evaluate_case(
@@ -138,16 +121,8 @@ def evaluate_case(
 
 
 def _load_nifti(path: Path, case: str, what: str):
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
-    except FileNotFoundError as exc:
-        raise CaseError(case, path, f"{what} file not found") from exc
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise CaseError(case, path, f"cannot read {what} as NIfTI: {exc}") from exc
-    return image, data
+    image = read_image(case, path, what)
+    return image, read_voxels(case, path, image)
 
 
 def evaluate_files(
@@ -171,18 +146,8 @@ def evaluate_files(
     else:
         pred_path = Path(pred_path)
         pred_image, pred = _load_nifti(pred_path, case, "prediction")
-        if pred.shape != gt.shape:
-            raise CaseError(
-                case, pred_path, f"prediction shape {pred.shape} differs from ground truth shape {gt.shape} "
-                f"of {gt_path}", "predictions must be on the ground-truth grid",
-            )
-        if not np.allclose(pred_image.affine, gt_image.affine, atol=AFFINE_ATOL):
-            raise CaseError(
-                case, pred_path, f"prediction affine differs from the ground truth's ({gt_path}):\n"
-                f"{np.array2string(pred_image.affine, precision=4)}\nvs\n"
-                f"{np.array2string(gt_image.affine, precision=4)}",
-                "predictions must be on the ground-truth grid",
-            )
+        check_same_grid(case, grid_of(pred_path, pred_image), grid_of(gt_path, gt_image),
+                        expected="the prediction on the ground truth's voxel grid")
         header_image = pred_image
     gt = _as_label_map(gt, case, "ground truth", gt_path)
     pred = _as_label_map(pred, case, "prediction", pred_path)
@@ -230,18 +195,9 @@ def find_predictions(pred_dir: str | Path) -> dict[str, Path]:
     }
 
 
-def _evaluate_job(job: tuple[str, str | None, str]) -> tuple[str, object, object]:
-    """Worker entry: returns ("ok", rows, lesions) or ("error", message, None).
-
-    Errors travel as text because exception classes with custom constructors
-    (CaseError) do not survive pickling between processes.
-    """
+def _evaluate_job(job: tuple[str, str | None, str]) -> tuple[list[dict], list[dict]]:
     case, pred_path, gt_path = job
-    try:
-        rows, lesions = evaluate_files(pred_path, gt_path, case=case)
-    except BrainmetsError as exc:
-        return "error", str(exc), None
-    return "ok", rows, lesions
+    return evaluate_files(pred_path, gt_path, case=case)
 
 
 def evaluate_dirs(
@@ -260,7 +216,6 @@ def evaluate_dirs(
     sorted order, evaluated in ``workers`` processes.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     if missing not in ("error", "empty"):
         raise BrainmetsError(f"missing must be 'error' or 'empty', got {missing!r}")
@@ -292,32 +247,10 @@ def evaluate_dirs(
         jobs.append((case, None if pred_path is None else str(pred_path), str(gt_files[case])))
 
     rows, lesion_rows = [], []
-
-    def collect(outcome) -> None:
-        status, first, second = outcome
-        if status == "error":
-            raise BrainmetsError(first)
-        rows.extend(first)
-        lesion_rows.extend(second)
-        bar.update()
-
-    bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress)
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                collect(_evaluate_job(job))
-        else:
-            from concurrent.futures import ProcessPoolExecutor
-
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
-            try:
-                for outcome in pool.map(_evaluate_job, jobs, chunksize=1):
-                    collect(outcome)
-            finally:
-                # On the first error, drop the cases not started yet.
-                pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()
+    for case_rows, case_lesions in parallel_map(_evaluate_job, jobs, workers=workers, desc="evaluate",
+                                                progress=progress, name=itemgetter(0)):
+        rows.extend(case_rows)
+        lesion_rows.extend(case_lesions)
     df = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
     lesions_df = pd.DataFrame(lesion_rows, columns=list(LESION_COLUMNS))
     return df, lesions_df

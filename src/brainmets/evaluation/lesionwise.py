@@ -41,10 +41,10 @@ from typing import Iterable
 
 import numpy as np
 
+from brainmets.boxes import bounding_box
 from brainmets.evaluation.surface import (
     HD95_EMPTY_PENALTY,
     Surface,
-    bounding_box,
     robust_hausdorff,
     surface_codes,
     surfel_area_table,
@@ -188,13 +188,6 @@ class _Components:
         return Surface(np.concatenate([p.corners for p in parts]), np.concatenate([p.areas for p in parts]))
 
 
-def _grown_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    box = bounding_box(mask)
-    if box is None:
-        return None
-    return tuple(slice(max(a - margin, 0), min(b + margin, n)) for a, b, n in zip(*box, mask.shape))
-
-
 def _pred_pairs(pred_labels, pred_box, gt_box, gt_labelling: list[np.ndarray]) -> list[np.ndarray]:
     """For every predicted voxel inside the GT box: its component and each GT labelling there."""
     lo = [max(a.start, b.start) for a, b in zip(pred_box, gt_box)]
@@ -230,8 +223,8 @@ def evaluate_region(
 
     # GT box grown by the dilation reach; clipped at the array, which is where
     # the official full-volume dilation is clipped too (see the docstring).
-    gt_box = _grown_box(gt, DILATION_ITERATIONS)
-    pred_box = _grown_box(pred, 0)
+    gt_box = bounding_box(gt, margin=DILATION_ITERATIONS)
+    pred_box = bounding_box(pred)
     gt_parts = _Components(gt, gt_box, spacing)
     pred_parts = _Components(pred, pred_box, spacing)
 

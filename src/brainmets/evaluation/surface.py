@@ -29,6 +29,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from brainmets.boxes import bounding_box
+
 #: Value BraTS substitutes for an infinite HD95 (one of the two masks empty).
 HD95_EMPTY_PENALTY: float = 374.0
 
@@ -75,9 +77,8 @@ def mask_surface(mask: np.ndarray, spacing: tuple[float, float, float], offset: 
     box = bounding_box(mask)
     if box is None:
         return Surface(np.zeros((0, 3), np.int64), np.zeros(0, np.float64))
-    lo, hi = box
-    corners, codes = surface_codes(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
-    corners += np.asarray(lo, np.int64) + np.asarray(offset, np.int64)
+    corners, codes = surface_codes(mask[box])
+    corners += np.asarray([s.start for s in box], np.int64) + np.asarray(offset, np.int64)
     return Surface(corners, surfel_area_table(spacing)[codes])
 
 
@@ -94,20 +95,6 @@ def surface_codes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         codes |= padded[a : a + n[0], b : b + n[1], c : c + n[2]] << np.uint8(bit)
     on_surface = (codes != 0) & (codes != 255)
     return np.argwhere(on_surface), codes[on_surface]
-
-
-def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """Half-open bounding box ``(lo, hi)`` of the non-zero voxels, or None when empty."""
-    # Two cheap reductions: over the last (contiguous) axis, then over the first.
-    plane = np.any(mask, axis=2)
-    rows = np.flatnonzero(np.any(plane, axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(np.any(plane, axis=0))
-    depth = np.flatnonzero(np.logical_or.reduce(mask[rows[0] : rows[-1] + 1], axis=0).any(axis=0))
-    lo = (int(rows[0]), int(cols[0]), int(depth[0]))
-    hi = (int(rows[-1]) + 1, int(cols[-1]) + 1, int(depth[-1]) + 1)
-    return lo, hi
 
 
 #: Offsets (in corners per axis) searched on a grid before falling back to a k-d tree.

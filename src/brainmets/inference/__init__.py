@@ -5,8 +5,8 @@ Public API:
 * :func:`predict_splits` — predict the cases of some splits, write
   ``predictions/<split>/<case>.nii.gz`` and ``inference/<split>.tsv``;
 * :func:`predict_case`, :func:`predict_single_pass`, :func:`predict_two_stage`;
-* :class:`InferenceSettings` (the config's ``inference`` section), :class:`Runtime`,
-  :func:`prepare_network`, :func:`load_network`, :class:`ReferenceModel`;
+* :class:`InferenceSettings` (the config's ``inference`` section), :func:`inference_runtime`
+  (its :class:`brainmets.runtime.Runtime`), :func:`prepare_network`, :func:`load_network`, :class:`ReferenceModel`;
 * :func:`regions_to_labels`, :func:`window_starts`, :func:`sliding_window_count`.
 """
 
@@ -25,15 +25,15 @@ from brainmets.inference.engine import (
     InferenceSettings,
     Network,
     ReferenceModel,
-    Runtime,
+    inference_runtime,
     load_network,
     predict_single_pass,
     predict_two_stage,
     prepare_network,
-    resolve_device,
 )
 from brainmets.inference.labels import regions_to_labels
 from brainmets.inference.windows import axis_starts, padded_shape, sliding_window_count, window_starts
+from brainmets.runtime import Runtime, resolve_device
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -44,6 +44,7 @@ __all__ = [
     "ReferenceModel",
     "Runtime",
     "axis_starts",
+    "inference_runtime",
     "load_network",
     "padded_shape",
     "predict_case",

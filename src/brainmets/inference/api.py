@@ -38,13 +38,14 @@ from brainmets.inference.engine import (
     InferenceSettings,
     Network,
     ReferenceModel,
-    Runtime,
+    inference_runtime,
     load_network,
     predict_single_pass,
     predict_two_stage,
 )
 from brainmets.inference.labels import regions_to_labels
 from brainmets.io import atomic_path, write_table
+from brainmets.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def predict_splits(
     from brainmets.data.splits import cases_in_split
 
     settings = settings or InferenceSettings.from_config(config)
-    runtime = Runtime.create(settings)
+    runtime = inference_runtime(settings)
     cases_by_split = {split: cases_in_split(splits_path, split) for split in dict.fromkeys(splits)}
     segmentor = load_network(model_path, runtime, task="segmentation")
     detector = load_network(detector_path, runtime, task="detection") if detector_path else None

@@ -13,8 +13,8 @@ border artefacts. The same setting applies to both paths so that they differ
 only in which windows run. In the two-stage path voxels that no kept window
 covers get probability 0 (background).
 
-Devices. CUDA when available (bf16 autocast: fast on tensor cores), else CPU in
-plain fp32 (bf16 is ~4x slower on CPUs without AMX/AVX512-BF16).
+Devices. :mod:`brainmets.runtime` (shared with training) picks the device and
+the autocast: CUDA when available with bf16, else CPU in plain fp32.
 ``channels_last_3d`` is used on CUDA for convolutional networks; on CPU it is
 off by default because the measured gain for these networks was inconsistent
 (see benchmarks/results/inference.md), and can be forced with the setting.
@@ -26,7 +26,6 @@ multiplied by the number of windows that network actually ran.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from brainmets.constants import TRAIN_REGIONS, subset_channels
 from brainmets.errors import BrainmetsError
 from brainmets.inference.windows import padded_shape, sliding_window_count, window_starts
 from brainmets.models import build_model, forward_outputs, is_convolutional, load_trained, model_flops
+from brainmets.runtime import Runtime
 
 # --------------------------------------------------------------------------- settings
 
@@ -75,38 +75,10 @@ class InferenceSettings:
 # --------------------------------------------------------------------------- runtime
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else the CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BrainmetsError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how networks run: device, bf16 autocast (CUDA only), memory format."""
-
-    device: torch.device
-    channels_last: bool
-
-    @classmethod
-    def create(cls, settings: InferenceSettings) -> "Runtime":
-        device = resolve_device(settings.device)
-        channels_last = device.type == "cuda" if settings.channels_last == "auto" else bool(settings.channels_last)
-        return cls(device=device, channels_last=channels_last)
-
-    @property
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+def inference_runtime(settings: InferenceSettings) -> Runtime:
+    """The runtime of ``settings``: channels_last_3d ``auto`` = on CUDA only (see the module docstring)."""
+    return Runtime.create(settings.device, settings.channels_last, auto_on_cpu=False, auto_on_cuda=True,
+                          section="inference")
 
 
 @dataclass
@@ -126,7 +98,7 @@ class Network:
 
     def __call__(self, batch: torch.Tensor, runtime: Runtime) -> torch.Tensor:
         """Main-head logits of a batch of windows, as float32."""
-        with runtime.autocast:
+        with runtime.autocast():
             main, _, _ = forward_outputs(self.model, batch.contiguous(memory_format=self.memory_format))
         return main.float()
 

@@ -1,4 +1,4 @@
-"""Model registry: config entries -> MONAI networks, one forward contract, trained-model files.
+"""Model registry: config entries -> MONAI or this package's networks, one forward contract, trained-model files.
 
 Public API:
 

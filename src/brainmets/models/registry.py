@@ -53,8 +53,28 @@ Architectures (``arch`` values; keys and defaults in the schema):
 ``swinunetr`` / ``swinunetr_v2``
     MONAI SwinUNETR (``use_v2=True`` for v2). Every spatial size must be
     divisible by 32.
+``resunet3d`` / ``resunetse3d``
+    The authors' ResUNet and ResUNetSE: pytorch-3dunet's ``ResidualUNet3D`` /
+    ``ResidualUNetSE3D`` rebuilt in :mod:`brainmets.models.residual_unet`.
+    ``f_maps``: the width of the first level, doubled per level over
+    ``num_levels`` levels, or one width per level. Patch divisible by
+    ``2 ** (levels - 1)``.
+``nnformer``
+    nnFormer, reconstructed in :mod:`brainmets.models.nnformer`. Patch divisible
+    by ``embed_patch * 2 ** (len(depths) - 1)``; every stage's feature map
+    divisible by its window (a window larger than the map shrinks to it).
+``mlp_unext``
+    MLP-UNEXT, reconstructed as a volumetric UNeXt in
+    :mod:`brainmets.models.mlp_unext`. Patch divisible by
+    ``2 ** (len(conv_channels) + len(token_dims))``.
+``resenc_unet``
+    nnU-Net's residual-encoder U-Net (the ResEnc presets' network), rebuilt in
+    :mod:`brainmets.models.resenc_unet`. Patch divisible by ``2 ** (len(features) - 1)``.
 
-Instance-normalised networks (dynunet, monai_unet, basicunet, swinunetr) must keep
+This package's own networks raise ``ValueError`` for sizes that do not fit
+together; the registry turns it into an error naming the model.
+
+Instance-normalised networks (dynunet, monai_unet, basicunet, swinunetr, resenc_unet) must keep
 more than one voxel at their coarsest level (torch cannot instance-normalise a
 single voxel in train mode), so e.g. SwinUNETR needs a patch of 64 on one axis.
 """
@@ -70,6 +90,10 @@ import torch
 from torch import nn
 
 from brainmets.errors import BrainmetsError
+from brainmets.models.mlp_unext import MLPUNext
+from brainmets.models.nnformer import NnFormer
+from brainmets.models.resenc_unet import ResEncUNet
+from brainmets.models.residual_unet import ResidualUNet3D, features_per_level
 
 
 class ChannelAdapter(nn.Module):
@@ -321,6 +345,49 @@ def _build_swinunetr_v2(name, spec, cin, cout, patch):
     return _build_swinunetr(name, spec, cin, cout, patch, use_v2=True)
 
 
+def _own_network(name, build, **kwargs):
+    """Build one of this package's networks; its ``ValueError`` becomes a registry error naming the model."""
+    try:
+        return build(**kwargs)
+    except ValueError as error:
+        raise BrainmetsError(f"model {name!r}: {error}") from None
+
+
+def _resunet_widths(spec):
+    return features_per_level(spec["f_maps"], spec["num_levels"])
+
+
+def _build_resunet3d(name, spec, cin, cout, patch):
+    return _own_network(
+        name, ResidualUNet3D, in_channels=cin, out_channels=cout, f_maps=_resunet_widths(spec),
+        num_groups=spec["num_groups"], squeeze_excitation=spec["arch"] == "resunetse3d",
+    )  # fmt: skip
+
+
+def _build_nnformer(name, spec, cin, cout, patch):
+    return _own_network(
+        name, NnFormer, in_channels=cin, out_channels=cout, patch=patch, embed_dim=spec["embed_dim"],
+        depths=spec["depths"], num_heads=spec["num_heads"], window_sizes=spec["window_sizes"],
+        embed_patch=spec["embed_patch"], drop_path=spec["drop_path"],
+    )  # fmt: skip
+
+
+def _nnformer_divisor(spec):
+    embed_patch = spec["embed_patch"]
+    largest = max(embed_patch) if isinstance(embed_patch, list) else embed_patch
+    return largest * 2 ** (len(spec["depths"]) - 1)
+
+
+def _build_mlp_unext(name, spec, cin, cout, patch):
+    return _own_network(name, MLPUNext, in_channels=cin, out_channels=cout, conv_channels=spec["conv_channels"],
+                        token_dims=spec["token_dims"])
+
+
+def _build_resenc_unet(name, spec, cin, cout, patch):
+    return _own_network(name, ResEncUNet, in_channels=cin, out_channels=cout, features=spec["features"],
+                        blocks=spec["blocks"], decoder_convs=spec["decoder_convs"])
+
+
 #: Builders by ``arch``; the schema's ``$defs/arch_<name>`` entries list the same names.
 ARCHITECTURES: dict[str, _Arch] = {
     "dynunet": _Arch(_build_dynunet, _dynunet_divisor, instance_norm_bottleneck=True),
@@ -334,6 +401,15 @@ ARCHITECTURES: dict[str, _Arch] = {
     "unetr": _Arch(_build_unetr, lambda spec: 16, convolutional=False),
     "swinunetr": _Arch(_build_swinunetr, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True),
     "swinunetr_v2": _Arch(_build_swinunetr_v2, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True),
+    "resunet3d": _Arch(_build_resunet3d, lambda spec: 2 ** (len(_resunet_widths(spec)) - 1)),
+    "resunetse3d": _Arch(_build_resunet3d, lambda spec: 2 ** (len(_resunet_widths(spec)) - 1)),
+    "nnformer": _Arch(_build_nnformer, _nnformer_divisor, convolutional=False),
+    "mlp_unext": _Arch(
+        _build_mlp_unext, lambda spec: 2 ** (len(spec["conv_channels"]) + len(spec["token_dims"]))
+    ),
+    "resenc_unet": _Arch(
+        _build_resenc_unet, lambda spec: 2 ** (len(spec["features"]) - 1), instance_norm_bottleneck=True
+    ),
 }
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 from brainmets.constants import LABELS, SPLITS
 from brainmets.errors import BrainmetsError
 from brainmets.io import atomic_path, read_table
+from brainmets.nifti import read_image, read_voxels
 from brainmets.reporting.collect import (
     ReportConfig,
     RunGroup,
@@ -147,14 +148,11 @@ def choose_case(cohort: pd.DataFrame, case: str | None) -> pd.Series:
 
 
 def _load_canonical(path: Path, case: str, what: str) -> np.ndarray:
-    import nibabel as nib
+    """The voxels reoriented to RAS (nibabel's closest canonical orientation)."""
+    from nibabel.orientations import apply_orientation, io_orientation
 
-    if not path.is_file():
-        raise BrainmetsError(f"{case}: {what} not found ({path})")
-    try:
-        return np.asanyarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise BrainmetsError(f"{case}: cannot read {what} {path}: {exc}") from exc
+    image = read_image(case, path, what)
+    return apply_orientation(read_voxels(case, path, image), io_orientation(image.affine))
 
 
 def largest_lesion_slice(seg: np.ndarray) -> int:

@@ -3,7 +3,8 @@ schedules, validation, checkpoint/resume, MLflow mirroring).
 
 Public API:
 
-* :func:`train` (config, :class:`RunRequest`) -> :class:`TrainResult` (loop.py; the files it writes)
+* :func:`train` (config, :class:`RunRequest`) -> :class:`TrainResult` (loop.py; the files it writes,
+  stopping on signals); the loop itself is ``trainer.Trainer`` (set-up, resume, step, validate, checkpoint)
 * :func:`resolve_subset` (``KEY`` | ``selected`` | ``@selection.json``) -> canonical key
 * :func:`training_settings` (validated config) -> :class:`TrainingSettings` (keys and defaults: the config schema)
 

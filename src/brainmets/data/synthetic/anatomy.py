@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from brainmets.boxes import bounding_box
 from brainmets.data.synthetic.geometry import SmoothField, Warp
 from brainmets.data.synthetic.template import Template, sample_template
 
@@ -109,21 +110,17 @@ def _coarse_pass(template: Template, warp: Warp) -> tuple[CoarseAnatomy, np.ndar
 def sample_anatomy(template: Template, warp: Warp) -> Anatomy:
     """The patient's brain voxels and tissue fractions on the output grid."""
     coarse, candidates = _coarse_pass(template, warp)
-    box = tuple(
-        np.arange(low, high + 1)
-        for low, high in (
-            (int(np.argmax(line)), len(line) - 1 - int(np.argmax(line[::-1])))
-            for line in (candidates.any(axis=(1, 2)), candidates.any(axis=(0, 2)), candidates.any(axis=(0, 1)))
-        )
-    )
-    local = candidates[box[0][0] : box[0][-1] + 1, box[1][0] : box[1][-1] + 1, box[2][0] : box[2][-1] + 1]
+    box = bounding_box(candidates)
+    if box is None:  # random_warp keeps the brain in the field of view: this is a bug, not bad input
+        raise RuntimeError(f"the warped brain misses the {warp.shape} field of view")
+    local = candidates[box]
     local_index = np.flatnonzero(local)
-    coords = warp.template_coords_on_box(*box).reshape(3, -1)[:, local_index]
+    coords = warp.template_coords_on_box(*(np.arange(s.start, s.stop) for s in box)).reshape(3, -1)[:, local_index]
     values = sample_template(template, coords)
     inside = values[:, 2] >= BRAIN_LEVEL
     values = values[inside]
     i, j, k = np.unravel_index(local_index[inside], local.shape)
-    i, j, k = i + box[0][0], j + box[1][0], k + box[2][0]
+    i, j, k = i + box[0].start, j + box[1].start, k + box[2].start
 
     # The grey/white maps are probabilities of the whole voxel; whatever part of
     # the brain mask they leave is CSF (ventricles, sulci, cisterns).

@@ -11,9 +11,8 @@ cohort, and changing e.g. the noise model does not move the lesions.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +26,7 @@ from brainmets.data.synthetic.lesions import Lesion, place_lesions, rasterize_le
 from brainmets.data.synthetic.template import load_template
 from brainmets.errors import BrainmetsError, CaseError
 from brainmets.io import atomic_path
+from brainmets.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +221,6 @@ def synthesize_cohort(
     kept as is. ``workers > 1`` generates cases in that many processes; each
     process loads the template once.
     """
-    from tqdm import tqdm
-
     root = Path(root)
     shape, spacing = _check_grid(shape, spacing)
     if n_cases < 1:
@@ -238,24 +236,6 @@ def synthesize_cohort(
         raise BrainmetsError(
             f"cannot create the cohort directory {root}: {exc.strerror}; choose a writable --out-dir"
         ) from exc
-    bar = tqdm(total=len(todo), desc="synth", unit="case", disable=not progress)
-    try:
-        if workers <= 1 or len(todo) == 1:
-            for index in todo:
-                generate_and_write(root, index, seed, shape, spacing)
-                bar.update()
-        else:
-            # spawn, not fork: the parent may hold threads (tqdm's monitor, BLAS pools)
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(generate_and_write, root, i, seed, shape, spacing) for i in todo]
-                try:
-                    for future in as_completed(futures):
-                        future.result()
-                        bar.update()
-                except BaseException:
-                    # fail fast: do not start the queued cases (running ones finish their atomic writes)
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
-    finally:
-        bar.close()
+    parallel_map(partial(generate_and_write, root, seed=seed, shape=shape, spacing=spacing), todo,
+                 workers=workers, desc="synth", progress=progress, name=case_id)
     return ids

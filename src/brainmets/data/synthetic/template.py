@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainmets.boxes import bounding_box
 from brainmets.errors import BrainmetsError
 
 #: File names inside ``nilearn/datasets/data``.
@@ -109,8 +110,11 @@ def load_template(spacing: float = 1.0) -> Template:
         packed_bytes[inner + (c,)] = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
     packed = packed_bytes.view(np.uint32)[..., 0]
 
-    where = np.argwhere(brain > 0.5)
-    low, high = where.min(axis=0), where.max(axis=0)
+    box = bounding_box(brain > 0.5)
+    if box is None:
+        raise BrainmetsError(f"the MNI152 T1 map in {template_dir()} has no voxel above the brain threshold")
+    low = np.array([s.start for s in box])
+    high = np.array([s.stop - 1 for s in box])
     return Template(
         packed=np.ascontiguousarray(packed),
         brain_centre=(low + high) / 2.0 + _PAD,

@@ -1,0 +1,69 @@
+"""`brainmets segment`: segment new patients (no labels needed) with a trained run, an ensemble or a two-stage pair."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from brainmets.constants import MODALITIES
+
+HELP = "segment new cases (a folder of cases, one case folder, or four files) with trained model(s)"
+DESCRIPTION = (
+    "Segments unlabelled cases with trained runs: INPUT is a folder of BraTS-layout case folders "
+    "(<case>/<case>-t1c.nii.gz ...), one case folder, or the sequences given with --t1n --t1c --t2w --t2f. "
+    "--model names one run directory (holding model.pt) or several (an ensemble: probabilities are "
+    "averaged); with --detector, one detector run per --model run (the two-stage model). The sequences "
+    "needed and the preprocessing come from each run's model card (model.json, built from the run's files "
+    "when absent); only the sequences the model uses are required. Writes OUT/<case>.nii.gz (BraTS labels "
+    "1 NETC, 2 SNFH, 3 ET on the case's own grid), OUT/model.json (what ran), OUT/brats_labels.ctbl (3D "
+    "Slicer colours) and with --uncertainty OUT/<case>_uncertainty.nii.gz; all or nothing: a failing case "
+    "leaves OUT as it was."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", nargs="?", type=Path, help="folder of case folders, or one case folder")
+    for modality in MODALITIES:
+        parser.add_argument(f"--{modality}", type=Path, metavar="FILE", help=f"the case's {modality} NIfTI")
+    parser.add_argument("--case", help="case name with explicit files (default: from the file names)")
+    parser.add_argument("--model", "-m", type=Path, nargs="+", required=True, metavar="RUN",
+                        help="run directory holding model.pt; several make an ensemble")
+    parser.add_argument("--detector", type=Path, nargs="+", default=[], metavar="RUN",
+                        help="detector run(s), one per --model run: run the two-stage model")
+    parser.add_argument("--out", "-o", type=Path, required=True, help="output folder")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
+                        help="test-time augmentation: average over the 8 mirror images (default on)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write <case>_uncertainty.nii.gz: the members' standard deviation (ensembles)")
+    parser.add_argument("--config", type=Path, help="config.yaml whose 'inference' section to use (optional)")
+    parser.add_argument("--device", help="override inference.device (auto, cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from brainmets.errors import BrainmetsError
+    from brainmets.inference import InferenceSettings
+    from brainmets.inference.segment import explicit_case, find_cases, load_model, segment
+
+    files = {modality: getattr(args, modality) for modality in MODALITIES}
+    explicit = any(path is not None for path in files.values())
+    if explicit == (args.input is not None):
+        raise BrainmetsError("give either INPUT (a folder) or the sequence files (--t1n --t1c --t2w --t2f), not both")
+    if args.case and not explicit:
+        raise BrainmetsError("--case names a case given by its files; a folder's cases are named by their folders")
+    config = None
+    if args.config:
+        from brainmets.config import load_config
+
+        config = load_config(args.config)
+    settings = InferenceSettings.from_config(config)
+    if args.device:
+        settings = dataclasses.replace(settings, device=args.device)
+    model = load_model(args.model, args.detector, settings=settings, mirror=args.mirror)
+    cases = explicit_case(files, args.case) if explicit else find_cases(args.input)
+    written = segment(cases, model, args.out, uncertainty=args.uncertainty,
+                      source=args.input or "", progress=not args.no_progress)
+    print(f"{len(written)} case(s) segmented into {args.out}")
+    return 0

@@ -1,0 +1,286 @@
+"""Model cards (``model.json``): what a trained run is, what it needs and how well it did.
+
+A run's card is written from the files the run already holds, never from
+memory of the training job:
+
+* ``model.pt``'s ``info`` (network, spec, modality subset, patch, task, seed,
+  iterations) and its SHA-256, which ties the card to those exact weights;
+* ``config.yaml`` (the resolved training settings; its SHA-256 is the training
+  config digest) and, through its ``data.cache``, the preprocessed cache's
+  metadata, which says how cases were preprocessed (the target spacing);
+* ``model_info.json`` (parameters, GMAC per window) when present;
+* ``metrics/<split>.tsv`` (written by ``brainmets evaluate``) when present:
+  the mean of every metric per region.
+
+A card for several runs (a seed ensemble) or a detector + segmentor pair
+lists the member cards and what they share; :func:`check_members` refuses
+members that do not share the modality subset and the preprocessing, since
+their probabilities would not describe the same input.
+
+``brainmets segment`` reads each run's card (or builds it when the run has
+none) and checks it against ``model.pt`` before using the run: a card whose
+checkpoint digest differs describes other weights and is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from brainmets.constants import LABELS, SPLITS, TRAIN_REGIONS, parse_subset
+from brainmets.errors import BrainmetsError
+from brainmets.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+CARD_FORMAT = "brainmets-model-card/1"
+CARD_NAME = "model.json"
+MODEL_NAME = "model.pt"
+#: Metric columns of ``metrics/<split>.tsv`` summarised in a card (mean over cases, per region).
+CARD_METRICS = ("legacy_dice", "legacy_hd95", "lesion_dice", "lesion_hd95")
+_SOFTWARE = ("brainmets", "torch", "monai", "numpy", "nibabel")
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """A run directory from itself or from its ``model.pt``."""
+    path = Path(path)
+    return path.parent if path.name == MODEL_NAME and path.is_file() else path
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def preprocessing_record(spacing: Sequence[float] | None) -> dict[str, Any]:
+    """How a case is turned into network input (:mod:`brainmets.data.preprocess`); equal records, equal input."""
+    from brainmets.data.preprocess import CROP_MARGIN, FORMAT_VERSION
+
+    return {
+        "code": "brainmets.data.preprocess",
+        "format_version": FORMAT_VERSION,
+        "orientation": "RAS (axis permutation and flips only)",
+        "crop": f"bounding box of the brain (nonzero in any sequence) + {CROP_MARGIN} voxels",
+        "spacing_mm": None if spacing is None else [float(s) for s in spacing],
+        "resampling": "none (native grid)" if spacing is None else "linear (images)",
+        "normalisation": "z-score per sequence over the brain, 0 outside",
+    }
+
+
+def _cache_spacing(run_dir: Path, config: Mapping[str, Any]) -> list[float] | None:
+    """The spacing the run's training cache was built with (``requested_spacing`` of its cases)."""
+    cache = Path(str((config.get("data") or {}).get("cache", "")))
+    metas = sorted(cache.glob("*.json")) if str(cache) and cache.is_dir() else []
+    if not metas:
+        raise BrainmetsError(
+            f"{run_dir}: cannot tell how its cases were preprocessed: the cache recorded in "
+            f"{run_dir / 'config.yaml'} ({cache or 'none'}) holds no case metadata; give the spacing "
+            "explicitly (`brainmets card --spacing X Y Z` or `--native`)"
+        )
+    meta = read_json(metas[0])
+    if "requested_spacing" not in meta:
+        raise BrainmetsError(f"{metas[0]} lacks 'requested_spacing': not a brainmets cache record")
+    return meta["requested_spacing"]
+
+
+def _metrics_summary(run_dir: Path) -> dict[str, Any]:
+    from brainmets.io import read_table
+
+    summary: dict[str, Any] = {}
+    for split in SPLITS:
+        path = run_dir / "metrics" / f"{split}.tsv"
+        if not path.is_file():
+            continue
+        table = read_table(path, what="metrics table")
+        missing = {"case", "region", *CARD_METRICS} - set(table.columns)
+        if missing:
+            raise BrainmetsError(f"metrics table {path} lacks column(s) {', '.join(sorted(missing))}")
+        per_region = {}
+        for region, rows in table.groupby("region", sort=False):
+            per_region[str(region)] = {
+                metric: (value if math.isfinite(value) else None)
+                for metric, value in ((m, float(rows[m].mean())) for m in CARD_METRICS)
+            }
+        summary[split] = {"file": f"metrics/{split}.tsv", "cases": int(table["case"].nunique()),
+                          "mean_by_region": per_region}
+    return summary
+
+
+def build_run_card(run_dir: str | Path, spacing: Sequence[float] | None | str = "cache") -> dict[str, Any]:
+    """The card of one run directory, from its files (see the module docstring).
+
+    ``spacing``: ``"cache"`` reads the preprocessing spacing from the run's training
+    cache; ``None`` (native grid) or three numbers (mm) state it when the cache is gone.
+    """
+    import yaml
+
+    from brainmets.models import count_parameters, load_trained, model_flops
+
+    run_dir = run_dir_of(run_dir)
+    model_path = run_dir / MODEL_NAME
+    model, info = load_trained(model_path)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise BrainmetsError(f"{run_dir}: no config.yaml; expected a run directory written by `brainmets train`")
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BrainmetsError(f"{config_path} is not valid YAML: {exc}") from exc
+    if spacing == "cache":
+        spacing = _cache_spacing(run_dir, config)
+    size_path = run_dir / "model_info.json"
+    size = read_json(size_path) if size_path.is_file() else {}
+    patch = [int(p) for p in info["patch"]]
+    data = config.get("data") or {}
+    card = {
+        "format": CARD_FORMAT,
+        "kind": "run",
+        "run_dir": str(run_dir.resolve()),
+        "task": info["task"],
+        "network": {
+            "name": info["model_name"],
+            "arch": (info.get("spec") or {}).get("arch"),
+            "spec": info["spec"],
+            "parameters": int(size.get("parameters", count_parameters(model))),
+            "gmac_per_window": float(size.get("gmac_per_window",
+                                               model_flops(model, int(info["in_channels"]), patch) / 2e9)),
+            "in_channels": int(info["in_channels"]),
+            "out_channels": int(info["out_channels"]),
+            "outputs": list(TRAIN_REGIONS) if info["task"] == "segmentation" else ["tumour-in-window logit"],
+        },
+        "subset": info["subset"],
+        "channels": list(parse_subset(str(info["subset"]))),
+        "patch": patch,
+        "preprocessing": preprocessing_record(spacing),
+        "labels": {str(value): name for value, name in LABELS.items()},
+        "training": {
+            "study": info.get("study", config.get("study")),
+            "seed": int(info["seed"]),
+            "iterations": int(info["iteration"]),
+            "train_on_detected": bool(info.get("train_on_detected", False)),
+            "n_train": data.get("n_train"),
+            "n_val": data.get("n_val"),
+            "config": "config.yaml",
+            "config_sha256": sha256(config_path),
+        },
+        "checkpoint": {
+            "file": MODEL_NAME,
+            "sha256": sha256(model_path),
+            "iteration": int(info["iteration"]),
+            "selection": "final weights (model.pt): the ones the study predicts and evaluates with",
+        },
+        "metrics": _metrics_summary(run_dir),
+        "software": software_versions(),
+    }
+    return card
+
+
+def write_run_card(run_dir: str | Path, spacing: Sequence[float] | None | str = "cache") -> Path:
+    """(Re)write ``<run_dir>/model.json`` from the run's files; returns its path."""
+    run_dir = run_dir_of(run_dir)
+    card = build_run_card(run_dir, spacing)
+    path = run_dir / CARD_NAME
+    write_json(path, card)
+    return path
+
+
+def read_run_card(run_dir: str | Path) -> dict[str, Any]:
+    """The card of a run: its ``model.json`` checked against ``model.pt``, or one built from its files."""
+    run_dir = run_dir_of(run_dir)
+    if not run_dir.is_dir():
+        raise BrainmetsError(f"model run directory not found: {run_dir} (expected a directory holding {MODEL_NAME})")
+    model_path = run_dir / MODEL_NAME
+    if not model_path.is_file():
+        raise BrainmetsError(f"{run_dir} holds no {MODEL_NAME}: not a finished training run")
+    path = run_dir / CARD_NAME
+    if not path.is_file():
+        log.info("%s has no %s: building its card from the run's files (write it with `brainmets card %s`)",
+                 run_dir, CARD_NAME, run_dir)
+        return build_run_card(run_dir)
+    card = read_json(path)
+    rewrite = f"rewrite it with `brainmets card {run_dir}`"
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or card.get("kind") != "run":
+        raise BrainmetsError(f"{path} is not a run's model card (expected format {CARD_FORMAT!r}); {rewrite}")
+    digest = sha256(model_path)
+    if (card.get("checkpoint") or {}).get("sha256") != digest:
+        raise BrainmetsError(
+            f"model card {path} does not match {model_path}: it describes weights with SHA-256 "
+            f"{(card.get('checkpoint') or {}).get('sha256')}, the file has {digest}; {rewrite}"
+        )
+    # The digest ties the card to these weights wherever the run now lies.
+    return {**card, "run_dir": str(run_dir.resolve())}
+
+
+def check_members(cards: Sequence[Mapping[str, Any]], what: str) -> None:
+    """Members of one model (an ensemble, a detector + segmentor pair) must share subset and preprocessing."""
+    first = cards[0]
+    for card in cards[1:]:
+        for key, name in (("subset", "modality subset"), ("preprocessing", "preprocessing")):
+            if card[key] != first[key]:
+                raise BrainmetsError(
+                    f"{what}: {card['run_dir']} and {first['run_dir']} differ in {name} "
+                    f"({card[key]} vs {first[key]}); members of one model must see the same input"
+                )
+
+
+def combined_card(members: Sequence[Mapping[str, Any]], inference: Mapping[str, Any]) -> dict[str, Any]:
+    """The card of what ``segment`` ran: one member (a run or a two-stage pair) or an ensemble of them.
+
+    ``members``: per member ``{"segmentor": run card, "detector": run card | None}``.
+    """
+    def member_card(member: Mapping[str, Any]) -> dict[str, Any]:
+        if member.get("detector") is None:
+            return dict(member["segmentor"])
+        return {"format": CARD_FORMAT, "kind": "two_stage", "subset": member["segmentor"]["subset"],
+                "channels": member["segmentor"]["channels"], "preprocessing": member["segmentor"]["preprocessing"],
+                "detector": member["detector"], "segmentor": member["segmentor"]}
+
+    cards = [member_card(m) for m in members]
+    if len(cards) == 1:
+        return {**cards[0], "inference": dict(inference)}
+    return {
+        "format": CARD_FORMAT,
+        "kind": "ensemble",
+        "combine": "mean of the members' region probabilities (on each case's own grid), then thresholds",
+        "subset": cards[0]["subset"],
+        "channels": cards[0]["channels"],
+        "preprocessing": cards[0]["preprocessing"],
+        "labels": {str(value): name for value, name in LABELS.items()},
+        "inference": dict(inference),
+        "members": cards,
+        "software": software_versions(),
+    }
+
+
+def describe(card: Mapping[str, Any]) -> str:
+    """One line for the log: what a card describes."""
+    def one(c: Mapping[str, Any]) -> str:
+        if c["kind"] == "two_stage":
+            return f"two-stage ({one(c['detector'])} + {one(c['segmentor'])})"
+        return f"{c['network']['name']} seed {c['training']['seed']} ({c['run_dir']})"
+
+    members = card["members"] if card["kind"] == "ensemble" else [card]
+    spacing = card["preprocessing"]["spacing_mm"]
+    head = f"ensemble of {len(members)}: " if card["kind"] == "ensemble" else ""
+    return (f"{head}{'; '.join(one(m) for m in members)}; subset {card['subset']} "
+            f"(channels {', '.join(card['channels'])}), preprocessing: RAS, brain crop, "
+            f"{'native grid' if spacing is None else f'{spacing} mm'}, z-score")

@@ -1,0 +1,69 @@
+"""The runtime shared by training and inference: device choice, autocast, memory format."""
+
+import pytest
+import torch
+
+from brainmets.config import validate_section
+from brainmets.errors import BrainmetsError
+from brainmets.inference import InferenceSettings, inference_runtime
+from brainmets.runtime import Runtime, resolve_device
+
+CUDA = torch.cuda.is_available()
+
+
+def inference_settings(**keys) -> InferenceSettings:
+    return InferenceSettings(**validate_section("inference", keys))
+
+
+def test_device_choice():
+    assert resolve_device("auto") == torch.device("cuda" if CUDA else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(BrainmetsError, match="training.device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        resolve_device("gpu", "training.device")
+    with pytest.raises(BrainmetsError, match="training.device must be auto, cpu, cuda or cuda:N, got 'mps'"):
+        resolve_device("mps", "training.device")
+
+
+def test_cuda_asked_for_but_absent_is_an_error_naming_the_setting():
+    # without CUDA any CUDA device is absent; with it, the device after the last one
+    missing = f"cuda:{torch.cuda.device_count()}" if CUDA else "cuda"
+    with pytest.raises(BrainmetsError, match=rf"inference.device is '{missing}' but"):
+        resolve_device(missing, "inference.device")
+
+
+def test_autocast_is_bf16_on_cuda_and_nothing_on_the_cpu():
+    runtime = Runtime.create("auto")
+    x = runtime.inputs(torch.randn(2, 8))
+    with runtime.autocast():
+        y = torch.nn.functional.linear(x, torch.randn(4, 8, device=runtime.device))
+    assert y.dtype == (torch.bfloat16 if CUDA else torch.float32)
+    cpu = Runtime.create("cpu")
+    with cpu.autocast():
+        assert torch.nn.functional.linear(torch.randn(2, 8), torch.randn(4, 8)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), (True, True), ("true", True), (False, False),
+                                             ("false", False)])
+def test_channels_last_setting(value, expected):
+    for auto in (True, False):
+        runtime = Runtime.create("cpu", value, auto_on_cpu=auto, auto_on_cuda=not auto)
+        assert runtime.channels_last is (auto if expected == "auto" else expected)
+
+
+def test_channels_last_inputs_and_models():
+    runtime = Runtime.create("cpu", True)
+    x = runtime.inputs(torch.randn(1, 2, 4, 4, 4))
+    assert x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    conv = runtime.place(torch.nn.Conv3d(2, 3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    plain = Runtime.create("cpu", False)
+    assert plain.inputs(torch.randn(1, 2, 4, 4, 4)).is_contiguous()
+    with pytest.raises(BrainmetsError, match="training.channels_last must be auto, true or false, got 'yes'"):
+        Runtime.create("cpu", "yes", section="training")
+
+
+def test_inference_uses_channels_last_on_cuda_only_by_default():
+    runtime = inference_runtime(inference_settings(device="cpu"))
+    assert (runtime.device, runtime.channels_last) == (torch.device("cpu"), False)
+    assert inference_runtime(inference_settings(device="cpu", channels_last=True)).channels_last is True
+    assert inference_runtime(inference_settings()).channels_last is CUDA
