@@ -129,7 +129,7 @@ def test_bad_patch_is_a_clear_error(name, patch, match):
 def test_unknown_arch_and_keys_are_config_errors():
     with pytest.raises(ConfigError, match="models.x.arch is 'resnet9000'; allowed: dynunet, densenet121"):
         validate_model("x", {"arch": "resnet9000", "patch": [16, 16, 16]})
-    with pytest.raises(ConfigError, match="models.x.arch is 'unet'.*did you mean monai_unet or unetr"):
+    with pytest.raises(ConfigError, match="models.x.arch is 'unet'.*did you mean monai_unet"):
         validate_model("x", {"arch": "unet", "patch": [16, 16, 16]})
     with pytest.raises(ConfigError, match=r"unknown config key models.x.filtres \(did you mean models.x.filters\?\)"):
         validate_model("x", {"arch": "dynunet", "filtres": [4, 8], "patch": [16, 16, 16]})
