@@ -154,7 +154,7 @@ class TrainingSettings:
         values["segmentation"] = TaskSettings.from_section("segmentation", values["segmentation"])
         values["detection"] = TaskSettings.from_section("detection", values["detection"])
         values["augmentation"] = AugmentationSettings.from_section(values["augmentation"])
-        values["channels_last"] = {True: "true", False: "false"}.get(values["channels_last"], "auto")
+        values["channels_last"] = {True: "true", False: "false"}.get(values["channels_last"], values["channels_last"])
         return cls(**values)
 
 
