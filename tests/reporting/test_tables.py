@@ -54,7 +54,7 @@ def test_every_table_written_as_csv_and_tex(tables):
     assert tuple(names) == TABLE_NAMES
     for name in TABLE_NAMES:
         assert (tables / f"{name}.csv").stat().st_size > 50
-        latex.validate_tabular((tables / f"{name}.tex").read_text())
+        assert (tables / f"{name}.tex").read_text().count(r"\begin{tabular}") == 1
 
 
 def test_table1_numbers_equal_hand_computation(tables, spec):
@@ -174,8 +174,7 @@ def test_efficiency_table(tables, spec):
 
 
 def test_latex_compiles_with_pdflatex(tables, tmp_path):
-    if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    assert shutil.which("pdflatex"), "pdflatex not installed: run scripts/setup.sh --test"
     doc = tmp_path / "tables.tex"
     doc.write_text(latex.standalone_document([(tables / f"{n}.tex").read_text() for n in TABLE_NAMES]))
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],

@@ -26,7 +26,8 @@ block, so legacy and lesion-wise averages are comparable and the lesion-wise
 avg of Table 1 is the default selection score.
 
 The CSV files hold one row per table row with ``<column>`` (mean) and
-``<column>_std`` numbers; the LaTeX files are bare ``tabular`` environments.
+``<column>_std`` numbers; the LaTeX files are bare booktabs ``tabular``
+environments written by pandas' Styler (:mod:`brainmets.reporting.display`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import pandas as pd
 from brainmets.constants import TRAIN_REGIONS
 from brainmets.errors import BrainmetsError
 from brainmets.io import write_table, write_text
-from brainmets.reporting import latex
+from brainmets.reporting import display, latex
 from brainmets.reporting.collect import (
     ReportConfig,
     RunGroup,
@@ -136,36 +137,41 @@ class SummaryTable:
             marks: list[str | None] = [None] * len(values)
             for block in dict.fromkeys(blocks):
                 idx = [i for i, b in enumerate(blocks) if b == block]
-                for i, m in zip(idx, latex.rank_marks([values[i] for i in idx], col.higher_is_better, col.decimals)):
+                for i, m in zip(idx, display.rank_marks([values[i] for i in idx], col.higher_is_better, col.decimals)):
                     marks[i] = m
             out[col.key] = marks
         return out
 
-    def to_latex(self) -> str:
+    def display(self) -> display.DisplayTable:
+        """Labels, ``mean (std)`` texts and best/second marks, as people read the table."""
         marks = self.marks()
-        rows = []
+        cells, cell_marks = [], []
         for r, key in enumerate(self.row_keys):
-            cells = [latex.escape(x) for x in self.labels[r]]
-            for col in self.columns:
-                cell = latex.mean_std_cell(self.mean.at[key, col.key], self.std.at[key, col.key], col.decimals)
-                cells.append(latex.mark(cell, marks[col.key][r]))
-            rows.append(cells)
-        groups = [latex.HeaderGroup("", len(self.label_headers))]
-        for col in self.columns:
-            if len(groups) > 1 and groups[-1].title == col.group:
-                groups[-1] = latex.HeaderGroup(col.group, groups[-1].width + 1)
-            else:
-                groups.append(latex.HeaderGroup(col.group, 1))
-        align = "l" * len(self.label_headers) + "r" * len(self.columns)
-        headers = self.label_headers + [c.header for c in self.columns]
-        use_groups = groups if any(g.title for g in groups) else None
-        return latex.tabular(align, headers, rows, use_groups, comment=self.comment)
+            cells.append(list(self.labels[r]) + [
+                mean_std_cell(self.mean.at[key, col.key], self.std.at[key, col.key], col.decimals)
+                for col in self.columns
+            ])
+            cell_marks.append([None] * len(self.label_headers) + [marks[col.key][r] for col in self.columns])
+        columns = [("", h) for h in self.label_headers] + [(c.group, c.header) for c in self.columns]
+        return display.DisplayTable(columns, len(self.label_headers), cells, cell_marks, self.comment)
+
+    def to_latex(self) -> str:
+        return display.to_latex(self.display())
 
     def write(self, out_dir: Path) -> list[Path]:
         csv, tex = out_dir / f"{self.name}.csv", out_dir / f"{self.name}.tex"
         write_table(self.to_frame(), csv)
         write_text(tex, self.to_latex())
         return [csv, tex]
+
+
+def mean_std_cell(mean: float, std: float, decimals: int) -> str:
+    """``"75.84 (1.20)"``; the mean alone when std is undefined; ``"--"`` when no value."""
+    if mean is None or math.isnan(mean):
+        return "--"
+    if std is None or math.isnan(std):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} ({std:.{decimals}f})"
 
 
 def _round(value: float) -> float:
@@ -445,25 +451,27 @@ def significance_table(groups: list[RunGroup], split: str = "test",
 def format_p(p: float) -> str:
     if p is None or math.isnan(p):
         return "--"
-    return "$<$0.001" if p < 0.001 else f"{p:.3f}"
+    return latex.Raw("$<$0.001") if p < 0.001 else f"{p:.3f}"
 
 
 def significance_latex(df: pd.DataFrame) -> str:
     reference = df["reference"].iloc[0] if len(df) else "two-stage"
-    rows = []
+    cells, marks = [], []
     for r in df.itertuples(index=False):
-        p_holm = format_p(r.p_holm)
-        rows.append([
-            latex.escape(r.model), latex.escape(_METRIC_TITLES[r.metric].replace(" (%)", "")), r.region,
-            str(r.n_cases), f"{r.mean_difference:+.2f}" if not math.isnan(r.mean_difference) else "--",
-            format_p(r.p_value), rf"\textbf{{{p_holm}}}" if r.significant else p_holm,
+        cells.append([
+            r.model, _METRIC_TITLES[r.metric].replace(" (%)", ""), r.region, str(r.n_cases),
+            f"{r.mean_difference:+.2f}" if not math.isnan(r.mean_difference) else "--",
+            format_p(r.p_value), format_p(r.p_holm),
         ])
-    return latex.tabular(
-        "lllrrrr", ["Model", "Metric", "Region", "n", "Mean diff.", "p", "p (Holm)"], rows,
+        marks.append([None] * 6 + ["significant" if r.significant else None])
+    headers = ["Model", "Metric", "Region", "n", "Mean diff.", "p", "p (Holm)"]
+    table = display.DisplayTable(
+        [(h,) for h in headers], 3, cells, marks,
         comment=f"Paired two-sided Wilcoxon signed-rank tests over test cases (per-case value = mean over seeds): "
         f"{reference} minus each model (Dice in percentage points); Holm-corrected over all rows; "
         f"bold: p (Holm) < {ALPHA}. Generated by `brainmets tables`.",
     )
+    return display.to_latex(table)
 
 
 # --------------------------------------------------------------------------- all tables
