@@ -1,10 +1,12 @@
 """Result tables as people read them, rendered through pandas' Styler.
 
-A :class:`DisplayTable` holds the text of every cell, the header levels of
-every column and which cells are marked (best bold, second underlined).
-:func:`to_latex` writes it as booktabs LaTeX with ``Styler.to_latex``;
-Styler has no ``\\cmidrule`` under spanning headers and no rule between
-row blocks, so those two are added to its output here.
+A :class:`DisplayTable` holds the text of every cell (plain Unicode:
+``≥1000``, ``10–100``, ``↑``), an optional second line per row (the std over
+seeds), which cells are marked, and which rows form blocks.
+:func:`to_latex` writes it as a complete booktabs ``table*`` with
+``Styler.to_latex``. Styler has no ``\\cmidrule`` under spanning headers, no
+rule between row blocks and no ``\\resizebox``; those three are added to its
+output here.
 
 The numbers and their marks are decided by the caller
 (:mod:`brainmets.reporting.tables`); this module only lays them out.
@@ -22,6 +24,21 @@ from brainmets.reporting import latex
 
 #: How each mark is written in LaTeX (Styler's ``command: options`` form).
 LATEX_MARKS = {"best": "textbf: --rwrap;", "second": "underline: --rwrap;", "significant": "textbf: --rwrap;"}
+#: Type size of a table: two-column papers set tables one or two sizes below the text.
+LATEX_SIZE = "footnotesize"
+#: The second line of a row (std over seeds) is set one size smaller than the table.
+LATEX_SECOND_LINE = "scriptsize: ;"
+#: Column separation of every table (LaTeX's default is 6pt).
+LATEX_TABCOLSEP = "4pt"
+#: Shrinks the tabular to the text width when it is wider, and only then (graphicx).
+LATEX_FIT = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
+#: Text of a cell without a value.
+MISSING = "–"
+
+
+def arrow(higher_is_better: bool) -> str:
+    """The direction of better, as the paper writes it in headers."""
+    return "↑" if higher_is_better else "↓"
 
 
 def rank_marks(values: list[float], higher_is_better: bool, decimals: int) -> list[str | None]:
@@ -29,17 +46,18 @@ def rank_marks(values: list[float], higher_is_better: bool, decimals: int) -> li
 
     Values are compared after rounding to the printed precision, so two
     cells that read the same get the same mark (ties share bold). NaN never
-    gets a mark; with fewer than two distinct values there is no second.
+    gets a mark. Where every value reads the same, nothing is best; "second"
+    needs a third distinct value below it, else it would mark the worst.
     """
     rounded = [None if (v is None or math.isnan(v)) else round(float(v), decimals) for v in values]
     distinct = sorted({v for v in rounded if v is not None}, reverse=higher_is_better)
     marks: list[str | None] = []
     for v in rounded:
-        if v is None:
+        if v is None or len(distinct) < 2:
             marks.append(None)
         elif v == distinct[0]:
             marks.append("best")
-        elif len(distinct) > 1 and v == distinct[1]:
+        elif len(distinct) > 2 and v == distinct[1]:
             marks.append("second")
         else:
             marks.append(None)
@@ -52,24 +70,50 @@ class DisplayTable:
 
     ``columns`` gives each column's header levels, top first (``""``: no
     header at that level); the first ``n_labels`` columns are row labels,
-    the rest are numbers. ``cells`` are plain text (a
-    :class:`~brainmets.reporting.latex.Raw` text is written to LaTeX as it
-    is). ``marks`` has one entry per cell: a key of :data:`LATEX_MARKS` or None.
+    the rest are values. ``second_lines`` (optional) gives each row's second
+    line (``""``: none), e.g. the std under the mean. ``marks`` has one entry
+    per cell: a key of :data:`LATEX_MARKS` or None. Rows with the same
+    ``blocks`` entry form a block; blocks are separated by a rule. A label
+    equal to the one above it in the same block is printed once.
     """
 
+    name: str
+    caption: str
     columns: list[tuple[str, ...]]
     n_labels: int
     cells: list[list[str]]
     marks: list[list[str | None]]
-    comment: str = ""
+    second_lines: list[list[str]] | None = None
+    blocks: list[str] | None = None
 
     def __post_init__(self) -> None:
         depths = {len(c) for c in self.columns}
         if len(depths) > 1:
-            raise BrainmetsError(f"table columns have different numbers of header levels: {self.columns}")
-        for row, marks in zip(self.cells, self.marks):
-            if len(row) != len(self.columns) or len(marks) != len(self.columns):
-                raise BrainmetsError(f"table row has {len(row)} cells, expected {len(self.columns)}: {row}")
+            raise BrainmetsError(f"{self.name}: columns have different numbers of header levels: {self.columns}")
+        n = len(self.columns)
+        for what, rows in (("cells", self.cells), ("marks", self.marks), ("second lines", self.second_lines or [])):
+            for row in rows:
+                if len(row) != n:
+                    raise BrainmetsError(f"{self.name}: a row of {what} has {len(row)} entries, expected {n}: {row}")
+
+    def labels_once(self) -> list[list[str]]:
+        """Rows with each label blanked where it repeats the row above within the block."""
+        blocks = self.blocks or [""] * len(self.cells)
+        out = []
+        for i, row in enumerate(self.cells):
+            row = list(row)
+            if i > 0 and blocks[i] == blocks[i - 1]:
+                for j in range(self.n_labels):
+                    if self.cells[i][:j + 1] != self.cells[i - 1][:j + 1]:
+                        break
+                    row[j] = ""
+            out.append(row)
+        return out
+
+    def block_starts(self) -> list[int]:
+        """Indices of the rows that begin a block, the first row excepted."""
+        blocks = self.blocks or []
+        return [i for i in range(1, len(blocks)) if blocks[i] != blocks[i - 1]]
 
 
 def _without_empty_levels(columns: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -95,26 +139,53 @@ def _spans(columns: list[tuple[str, ...]], level: int) -> list[tuple[int, int, s
     return spans
 
 
-def to_latex(table: DisplayTable) -> str:
-    """A bare booktabs ``tabular`` (the paper's float and caption wrap it)."""
+def to_latex(table: DisplayTable, fit_width: bool = False) -> str:
+    """A complete booktabs ``table*`` float (sizes: :data:`LATEX_SIZE`, :data:`LATEX_SECOND_LINE`).
+
+    ``fit_width`` shrinks the tabular to the text width where it is wider
+    (needs ``\\usepackage{graphicx}``).
+    """
     columns = [tuple(latex.escape(h) for h in col) for col in _without_empty_levels(table.columns)]
-    frame = pd.DataFrame([[latex.escape(c) for c in row] for row in table.cells],
-                         columns=_header_index(columns))
-    props = pd.DataFrame([[LATEX_MARKS.get(m, "") if m else "" for m in row] for row in table.marks],
-                         index=frame.index, columns=frame.columns)
-    styler = frame.style.hide(axis="index").apply(lambda _: props, axis=None)
+    rows, props, starts = [], [], []
+    for i, row in enumerate(table.labels_once()):
+        if i in table.block_starts():
+            starts.append(len(rows))
+        rows.append([latex.escape(c) for c in row])
+        props.append([LATEX_MARKS[m] if m else "" for m in table.marks[i]])
+        second = table.second_lines[i] if table.second_lines else []
+        if any(second):
+            rows.append([latex.escape(c) for c in second])
+            props.append([LATEX_SECOND_LINE if c else "" for c in second])
+    frame = pd.DataFrame(rows, columns=_header_index(columns))
+    styles = pd.DataFrame(props, index=frame.index, columns=frame.columns)
+    styler = frame.style.hide(axis="index").apply(lambda _: styles, axis=None)
+    styler.set_table_styles([
+        {"selector": LATEX_SIZE, "props": ":;"},
+        {"selector": "setlength", "props": f":{{\\tabcolsep}}{{{LATEX_TABCOLSEP}}};"},
+    ], overwrite=False)
     text = styler.to_latex(
         column_format="l" * table.n_labels + "r" * (len(columns) - table.n_labels),
         hrules=True,
         multicol_align="c",
+        environment="table*",
+        position="tbp",
+        position_float="centering",
+        caption=latex.escape(table.caption),
+        label=f"tab:{table.name}",
     )
     lines = text.splitlines()
+    # From the bottom up, so that each insertion leaves the indices above it valid.
+    body = lines.index(r"\midrule") + 1
+    for start in reversed(starts):
+        lines.insert(body + start, r"\midrule")
     header = lines.index(r"\toprule") + 1
-    depth = len(columns[0])
-    # Bottom-up, so that inserting below one header row does not move the rows above it.
-    for level in reversed(range(depth - 1)):
+    for level in reversed(range(len(columns[0]) - 1)):
         rules = [rf"\cmidrule(lr){{{a}-{b}}}" for a, b, title in _spans(columns, level) if title]
         if rules:
             lines.insert(header + level + 1, " ".join(rules))
-    comment = [f"% {line}" for line in table.comment.splitlines()]
-    return "\n".join(comment + lines) + "\n"
+    if fit_width:
+        begin = next(i for i, line in enumerate(lines) if line.startswith(r"\begin{tabular}"))
+        lines.insert(begin, LATEX_FIT)
+        lines[lines.index(r"\end{tabular}")] = r"\end{tabular}}"
+    needs = "booktabs" + (", graphicx" if fit_width else "")
+    return "\n".join([f"% Generated by `brainmets tables`; needs \\usepackage{{{needs}}}."] + lines) + "\n"

@@ -1,6 +1,9 @@
 """LaTeX text: escaping plain text, and a document to compile tables in.
 
-The tables themselves are laid out by :mod:`brainmets.reporting.display`.
+Tables hold plain Unicode text (the HTML report shows it as it is); here it
+becomes LaTeX that pdflatex sets without extra packages: ``–`` an en dash,
+``≥``, ``↑`` and ``³`` math symbols. The tables themselves are laid out by
+:mod:`brainmets.reporting.display`.
 """
 
 from __future__ import annotations
@@ -16,32 +19,34 @@ _SPECIAL = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
+    "<": "$<$",
+    ">": "$>$",
+    "–": "--",
+    "—": "---",
+    "−": "$-$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "³": "$^3$",
+    "×": r"$\times$",
 }
 
 
-class Raw(str):
-    """Text that already is LaTeX: :func:`escape` leaves it as it is."""
-
-
 def escape(text: str) -> str:
-    """Escape LaTeX special characters in plain text (``+``, ``-``, ``(`` are left alone)."""
-    if isinstance(text, Raw):
-        return text
+    """LaTeX for plain text: special characters escaped (``+``, ``-``, ``(`` are left alone)."""
     return "".join(_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def standalone_document(tabulars: list[str]) -> str:
-    """A minimal article wrapping tables (for compiling checks and previews)."""
+def standalone_document(floats: list[str]) -> str:
+    """A two-column article holding table floats, as a paper would (for compiling checks and previews)."""
     parts = [
-        r"\documentclass{article}",
-        r"\usepackage[a4paper,landscape,margin=1cm]{geometry}",
+        r"\documentclass[10pt,twocolumn,a4paper]{article}",
         r"\usepackage{booktabs}",
+        r"\usepackage{graphicx}",
         r"\begin{document}",
-        r"\scriptsize",
     ]
-    for t in tabulars:
-        parts += [r"\noindent", t, r"\par\bigskip"]
+    for float_ in floats:
+        parts += [float_, r"\clearpage"]
     parts.append(r"\end{document}")
     return "\n".join(parts) + "\n"
