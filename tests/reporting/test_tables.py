@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -56,13 +57,14 @@ def tex_rows(tex: str) -> dict[str, tuple[list[str], list[str]]]:
     return rows
 
 
-def test_every_table_written_as_csv_and_tex(tables):
+def test_every_table_written_as_csv_tex_and_html(tables):
     from brainmets.reporting.tables import TABLE_NAMES as names
 
     assert tuple(names) == TABLE_NAMES
     for name in TABLE_NAMES:
         assert (tables / f"{name}.csv").stat().st_size > 50
         assert (tables / f"{name}.tex").read_text().count(r"\begin{tabular}") == 1
+        assert (tables / f"{name}.html").read_text().count("<table ") == 1
 
 
 def test_table1_numbers_equal_hand_computation(tables, spec):
@@ -296,3 +298,65 @@ def test_unknown_table2_layout_is_named(fake_results):
     fake_results.config.write_text(text)
     with pytest.raises(BrainmetsError, match="reporting.table2_layout: 'wide' is not one of single, split"):
         make_tables(fake_results.results, load_report_config(fake_results.config), fake_results.root / "t")
+
+
+class _Cells(HTMLParser):
+    """Text of every <td>/<th> by id, the caption, and the CSS properties of each id in <style>."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.cells: dict[str, str] = {}
+        self.order: list[str] = []
+        self.caption, self._in, self._style, self.css = "", None, "", {}
+        self.feed(text)
+        for selectors, props in re.findall(r"([^{}]+)\{([^}]*)\}", self._style):
+            for sel in selectors.split(","):
+                self.css.setdefault(sel.strip(), "")
+                self.css[sel.strip()] += props
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("td", "th"):
+            self._in = dict(attrs)["id"]
+            self.cells[self._in] = ""
+            self.order.append(self._in)
+        elif tag in ("caption", "style"):
+            self._in = tag
+
+    def handle_endtag(self, tag):
+        self._in = None
+
+    def handle_data(self, data):
+        if self._in == "caption":
+            self.caption += data
+        elif self._in == "style":
+            self._style += data
+        elif self._in:
+            self.cells[self._in] += data
+
+    def rows(self) -> dict[str, list[tuple[str, str]]]:
+        """Body rows keyed by their first cell: (text, CSS) of each cell."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for cell_id in self.order:
+            m = re.search(r"_row(\d+)_col(\d+)$", cell_id)
+            if m:
+                out.setdefault(m.group(1), []).append((self.cells[cell_id], self.css.get(f"#{cell_id}", "")))
+        return {cells[0][0]: cells for cells in out.values()}
+
+
+def test_html_tables_show_the_marks_and_caption(tables, spec):
+    for name in TABLE_NAMES:
+        page = (tables / f"{name}.html").read_text()
+        assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    page = _Cells((tables / "table2_comparison.html").read_text())
+    assert page.caption.startswith("Comparison on the test split: Dice (%) and HD95 (mm)")
+    headers = [page.cells[i] for i in page.order if "level" in i]
+    assert headers[:3] == ["", "Legacy", "Lesion-wise"] and "HD95 (mm) ↓" in headers
+    rows = page.rows()
+    col = 1 + 8 + 4  # Model, legacy Dice and HD95, lesion-wise Dice: lesion-wise HD95 WT
+    hd_mean, hd_std = seed_cell(spec, ("baselines", "segresnet", spec.ALL_FOUR), "lesion_hd95", ["WT"], 1)
+    text, css = rows["SegResNet"][col]
+    assert text == f"{hd_mean:.1f} ({hd_std:.1f})" and "font-weight: bold" in css
+    assert "text-decoration: underline" in rows["3D U-Net"][col][1]
+    assert "font-weight" not in rows["Two-stage (T1c+T1+T2+FLAIR)"][col][1]
+    significance = _Cells((tables / "table2_significance.html").read_text())
+    assert "no difference can reach p (Holm) < 0.05" in significance.caption

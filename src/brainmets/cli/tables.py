@@ -1,10 +1,10 @@
-"""`brainmets tables`: result tables (CSV + booktabs LaTeX) from the results tree."""
+"""`brainmets tables`: result tables (CSV, booktabs LaTeX, HTML) from the results tree."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "write the result tables (CSV and LaTeX) of the study"
+HELP = "write the result tables (CSV, LaTeX and HTML) of the study"
 DESCRIPTION = (
     "Table 1 (modality study), Table 2 (comparison) with paired Wilcoxon tests, efficiency and detection "
     "tables from results/<study>/<model>/<subset>/seed<k>/ files; mean (std) over seeds, best bold, "

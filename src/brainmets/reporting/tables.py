@@ -1,4 +1,4 @@
-"""Result tables of the study as CSV (numbers) and booktabs LaTeX (for people).
+"""Result tables of the study as CSV (numbers), booktabs LaTeX (paper) and HTML (report).
 
 Every number is the mean over seeds of a per-seed mean over the split's
 cases, with the standard deviation over seeds (see
@@ -9,7 +9,7 @@ in the metric's direction (the arrow in the header; HD95, FLOPs, time and
 parameters: lower is better), within comparable rows (per region in the
 detection table); see :func:`brainmets.reporting.display.rank_marks` for ties.
 
-Files (``<out_dir>/<name>.csv`` and ``.tex``):
+Files (``<out_dir>/<name>.csv``, ``.tex`` and ``.html``):
 
 - ``table1_modality``: modality study, one row per subset in the configured
   order (default: all 15 by number of sequences, then in T1, T1c, T2, FLAIR
@@ -35,7 +35,8 @@ The CSV files hold one row per table row with ``<column>`` (mean) and
 ``<column>_std`` numbers. The LaTeX files are complete ``table*`` floats
 with caption and label (``tab:<name>``), booktabs rules, the std on a line
 below each mean, written by pandas' Styler (:mod:`brainmets.reporting.display`);
-a paper needs ``\\usepackage{booktabs,graphicx}``.
+a paper needs ``\\usepackage{booktabs,graphicx}``. The HTML pages show the
+same tables, marks and captions in the Snakemake report.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ TABLE1_LESION_REGIONS = ("NETC", "SNFH", "WT", "TC", "ET")
 #: Metrics tested in the significance table.
 SIGNIFICANCE_METRICS = ("lesion_dice", "legacy_dice")
 ALPHA = 0.05
-#: Stems of the files :func:`make_tables` writes (each as .csv and .tex), for workflow outputs.
+#: Stems of the files :func:`make_tables` writes (each as .csv, .tex and .html), for workflow outputs.
 TABLE_NAMES: tuple[str, ...] = (
     "table1_modality", "table2_comparison", "table2_significance", "efficiency", "detection",
 )
@@ -218,11 +219,12 @@ class SummaryTable:
         return display.to_latex(self.display(), fit_width=fit_width)
 
     def write(self, out_dir: Path, latex_text: str | None = None) -> list[Path]:
-        """``<name>.csv`` and ``<name>.tex`` (``latex_text``, else the table at its natural size)."""
-        csv, tex = out_dir / f"{self.name}.csv", out_dir / f"{self.name}.tex"
+        """``<name>.csv``, ``<name>.tex`` (``latex_text``, else the table at its natural size) and ``<name>.html``."""
+        csv, tex, page = (out_dir / f"{self.name}.{ext}" for ext in ("csv", "tex", "html"))
         write_table(self.to_frame(), csv)
         write_text(tex, latex_text if latex_text is not None else self.to_latex())
-        return [csv, tex]
+        write_text(page, display.to_html(self.display()))
+        return [csv, tex, page]
 
 
 def _number(value: float, decimals: int) -> str:
@@ -284,7 +286,7 @@ def _seeds_phrase(n_seeds: list[int], per_seed: str = "the mean over cases") -> 
     counts = sorted(set(n_seeds)) or [0]
     n = "/".join(str(c) for c in counts)
     seeds = "seed" if counts == [1] else "seeds"
-    return f"mean over {n} {seeds} of {per_seed}, standard deviation over seeds in brackets below"
+    return f"mean over {n} {seeds} of {per_seed}, standard deviation over seeds in brackets"
 
 
 # --------------------------------------------------------------------------- Table 1 and 2
@@ -615,7 +617,7 @@ def significance_display(df: pd.DataFrame, split: str = "test") -> display.Displ
 
 
 def make_tables(results: str | Path, cfg: ReportConfig, out_dir: str | Path, split: str = "test") -> list[Path]:
-    """Write every table (CSV + LaTeX) under ``out_dir``; returns the files written.
+    """Write every table (CSV, LaTeX, HTML) under ``out_dir``; returns the files written.
 
     Missing optional studies (no baselines, no two-stage) give tables
     without those rows; a configured run whose files are missing is an error.
@@ -630,9 +632,12 @@ def make_tables(results: str | Path, cfg: ReportConfig, out_dir: str | Path, spl
     comparison = comparison_table(comp_groups, split)
     written += comparison.write(out_dir, comparison_latex(comparison, cfg.table2_layout))
     significance = significance_table(comp_groups, split)
-    write_table(significance, out_dir / "table2_significance.csv")
-    write_text(out_dir / "table2_significance.tex", display.to_latex(significance_display(significance, split)))
-    written += [out_dir / "table2_significance.csv", out_dir / "table2_significance.tex"]
+    shown = significance_display(significance, split)
+    csv, tex, page = (out_dir / f"{shown.name}.{ext}" for ext in ("csv", "tex", "html"))
+    write_table(significance, csv)
+    write_text(tex, display.to_latex(shown))
+    write_text(page, display.to_html(shown))
+    written += [csv, tex, page]
     written += efficiency_table(comp_groups, split).write(out_dir)
     written += detection_table(comp_groups, cfg.size_bins, cfg.detection_regions, split).write(out_dir)
     for path in written:
