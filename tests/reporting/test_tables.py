@@ -360,3 +360,16 @@ def test_html_tables_show_the_marks_and_caption(tables, spec):
     assert "font-weight" not in rows["Two-stage (T1c+T1+T2+FLAIR)"][col][1]
     significance = _Cells((tables / "table2_significance.html").read_text())
     assert "no difference can reach p (Holm) < 0.05" in significance.caption
+
+
+def test_significance_without_tests_says_so():
+    from brainmets.reporting import display
+    from brainmets.reporting.tables import significance_display
+
+    empty = pd.DataFrame(columns=["reference", "model", "metric", "region", "n_cases", "mean_difference",
+                                  "p_value", "p_holm", "significant"])
+    shown = significance_display(empty)
+    assert shown.caption.endswith("No test: Table 2 has no two-stage model or no other model to compare it with.")
+    assert "()" not in shown.caption and not shown.cells
+    tex = display.to_latex(shown)
+    assert tex.splitlines()[-4:-2] == [r"\midrule", r"\bottomrule"]

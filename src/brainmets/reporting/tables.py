@@ -603,8 +603,11 @@ def significance_display(df: pd.DataFrame, split: str = "test") -> display.Displ
         marks.append([None] * 6 + ["significant" if r.significant else None])
     caption = (
         f"Paired two-sided Wilcoxon signed-rank tests over the {split} cases (per-case value: mean over seeds): "
-        f"{reference} minus each model ({units}); p (Holm): Holm-corrected over all rows, bold where below {ALPHA}."
+        f"{reference} minus each model{f' ({units})' if units else ''}; p (Holm): Holm-corrected over all rows, "
+        f"bold where below {ALPHA}."
     )
+    if df.empty:
+        caption += " No test: Table 2 has no two-stage model or no other model to compare it with."
     note = reachability_note(df)
     return display.DisplayTable(
         "table2_significance", f"{caption} {note}".strip(),
