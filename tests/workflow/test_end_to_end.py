@@ -65,6 +65,7 @@ def test_reduced_study_runs_end_to_end(snakemake):
     for name in TABLES:
         assert (results / "tables" / f"{name}.csv").stat().st_size > 0, name
         assert "\\begin{tabular}" in (results / "tables" / f"{name}.tex").read_text(), name
+        assert "<table " in (results / "tables" / f"{name}.html").read_text(), name
     table1 = pd.read_csv(results / "tables" / "table1_modality.csv")
     assert len(table1) == 2
     for name in FIGURES:
@@ -80,7 +81,8 @@ def test_reduced_study_runs_end_to_end(snakemake):
     assert report.returncode == 0, report.output
     with zipfile.ZipFile(snakemake.workdir / "report.zip") as archive:
         names = "\n".join(archive.namelist())
-    assert "table1_modality.csv" in names and "qualitative.png" in names
+    assert all(f"{name}.html" in names for name in TABLES) and "qualitative.png" in names
+    assert all(f"{name}.png" in names for name in FIGURES if name.startswith("training_"))
 
     # done means done: nothing reruns
     again = snakemake("--configfile", str(REDUCED), "-n")

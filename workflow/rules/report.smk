@@ -1,5 +1,5 @@
-# Tables (CSV + booktabs LaTeX) and figures (PNG + PDF) of the study. The CSV
-# tables and PNG figures are registered for the HTML report:
+# Tables (CSV + booktabs LaTeX + HTML) and figures (PNG + PDF) of the study. The
+# HTML tables and PNG figures are registered for the HTML report:
 #
 #   .venv/bin/snakemake --report results/report.html
 #
@@ -13,36 +13,36 @@ rule tables:
         results=get_report_inputs,
     output:
         report(
-            f"{TABLES_DIR}/table1_modality.csv",
+            f"{TABLES_DIR}/table1_modality.html",
             caption="../report/table1_modality.rst",
             category="Tables",
             labels={"table": "Table 1: modality study"},
         ),
         report(
-            f"{TABLES_DIR}/table2_comparison.csv",
+            f"{TABLES_DIR}/table2_comparison.html",
             caption="../report/table2_comparison.rst",
             category="Tables",
             labels={"table": "Table 2: comparison"},
         ),
         report(
-            f"{TABLES_DIR}/table2_significance.csv",
+            f"{TABLES_DIR}/table2_significance.html",
             caption="../report/table2_significance.rst",
             category="Tables",
             labels={"table": "Table 2b: significance"},
         ),
         report(
-            f"{TABLES_DIR}/efficiency.csv",
+            f"{TABLES_DIR}/efficiency.html",
             caption="../report/efficiency.rst",
             category="Tables",
             labels={"table": "Efficiency"},
         ),
         report(
-            f"{TABLES_DIR}/detection.csv",
+            f"{TABLES_DIR}/detection.html",
             caption="../report/detection.rst",
             category="Tables",
             labels={"table": "Detection"},
         ),
-        expand(f"{TABLES_DIR}/{{name}}.tex", name=TABLES),
+        expand(f"{TABLES_DIR}/{{name}}.{{ext}}", name=TABLES, ext=["csv", "tex"]),
     params:
         config=resolved_config,
         results=results_dir,
@@ -84,11 +84,15 @@ rule figures:
             category="Figures",
             labels={"figure": "Qualitative example"},
         ),
-        report(
-            expand(f"{FIGURES_DIR}/{{name}}.png", name=training_figure_stems()),
-            caption="../report/training_curves.rst",
-            category="Training curves",
-        ),
+        *[
+            report(
+                f"{FIGURES_DIR}/{stem}.png",
+                caption=f"../report/{stem}.rst",
+                category="Training curves",
+                labels={"figure": f"Training: {stem.removeprefix('training_')}"},
+            )
+            for stem in training_figure_stems()
+        ],
         expand(f"{FIGURES_DIR}/{{name}}.pdf", name=figure_stems()),
     params:
         config=resolved_config,

@@ -274,6 +274,8 @@ class ReportConfig:
     size_bins: list[float] = field(default_factory=lambda: [10.0, 100.0, 1000.0])
     detection_regions: list[str] = field(default_factory=lambda: ["WT", "TC", "ET"])
     qualitative_case: str | None = None
+    #: How Table 2 meets the page: ``single`` or ``split`` (:data:`brainmets.reporting.tables.TABLE2_LAYOUTS`).
+    table2_layout: str = "single"
 
 
 def _load_raw_config(path: str | Path) -> dict[str, Any]:
@@ -319,6 +321,7 @@ def report_config(raw: dict[str, Any]) -> ReportConfig:
     if reporting.get("detection_regions") is not None:
         cfg.detection_regions = [str(r) for r in reporting["detection_regions"]]
     cfg.qualitative_case = reporting.get("qualitative_case")
+    cfg.table2_layout = str(reporting.get("table2_layout", cfg.table2_layout))
     return cfg
 
 
