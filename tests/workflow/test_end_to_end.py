@@ -23,8 +23,8 @@ FIGURES = ["patients_per_split", "modality_heatmap", "qualitative", "training_mo
 RUNS = [
     "modality/unet/t1c/seed0",
     "modality/unet/t1n+t2f/seed0",
-    "twostage/twostage/selected/seed0",
-    "twostage/twostage/t1c+t1n+t2f+t2w/seed0",
+    "twostage/combined/selected/seed0",
+    "twostage/combined/t1c+t1n+t2f+t2w/seed0",
     "baselines/resunet/t1c+t1n+t2f+t2w/seed0",
 ]
 
