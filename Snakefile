@@ -21,7 +21,8 @@
 
 from snakemake.utils import min_version
 
-min_version("8.0")
+# 9.17: earlier 9.x releases start more jobs than --cores after a checkpoint (tests/workflow/test_scheduling.py).
+min_version("9.17")
 
 
 # The embedded default, found next to this file from any working directory;
