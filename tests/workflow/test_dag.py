@@ -61,10 +61,9 @@ def test_every_job_has_a_benchmark_mirroring_its_log(snakemake, configfile):
     for rule, fields in jobs:
         if rule == "all":
             continue
-        log = fields["log"]
-        assert log.startswith("results/logs/") and log.endswith(".log"), (rule, log)
-        expected = "results/benchmarks/" + log.removeprefix("results/logs/").removesuffix(".log") + ".tsv"
-        assert fields.get("benchmark") == expected, (rule, fields)
+        results, sep, relpath = fields["log"].partition("/logs/")
+        assert sep and relpath.endswith(".log"), (rule, fields)
+        assert fields.get("benchmark") == f"{results}/benchmarks/{relpath.removesuffix('.log')}.tsv", (rule, fields)
 
 
 def test_paper_training_jobs_ask_for_a_gpu(snakemake):

@@ -38,14 +38,13 @@ envvars:
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
-#: The software of every rule: one environment holding this package. Normally
-#: Snakemake runs inside .venv (or an activated conda env) and jobs inherit it.
-#: With --use-conda each job activates the existing conda env of this name, which
-#: users build by hand from envs/brainmets.yaml (`conda env create -f
-#: envs/brainmets.yaml`). It is named, not a file Snakemake builds: Snakemake
-#: creates file envs from a copy elsewhere, where the file's `pip -e ..` (this
-#: repository) no longer resolves.
-CONDA_ENV = "brainmets"
+#: The software of every rule: envs/brainmets.yaml (relative to the rule files).
+#: Normally Snakemake runs inside .venv (or the conda env built by hand from that
+#: file) and jobs inherit it. With --use-conda Snakemake builds the env itself, from
+#: a copy of the file under .snakemake/conda/: the file therefore names this
+#: repository as ${BRAINMETS_ROOT} (pip expands it), set here for that build.
+CONDA_ENV = "../../envs/brainmets.yaml"
+os.environ.update(BRAINMETS_ROOT=workflow.basedir)
 
 
 # --------------------------------------------------------------------------- config
