@@ -16,7 +16,7 @@ from brainmets.reporting.collect import load_report_config
 from brainmets.reporting.tables import SummaryTable, make_tables
 
 TABLE_NAMES = ("table1_modality", "table2_comparison", "table2_significance", "efficiency", "detection")
-SELECTED = ("twostage", "twostage", "selected")
+SELECTED = ("twostage", "combined", "selected")
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +84,9 @@ def test_table1_numbers_equal_hand_computation(tables, spec):
 def test_table2_numbers_and_marks(tables, spec):
     df = pd.read_csv(tables / "table2_comparison.csv").set_index("run")
     mean, std = seed_cell(spec, SELECTED, "lesion_hd95", ["ET"], 1)
-    assert df.at["twostage/twostage/selected", "lesion_hd95_ET"] == pytest.approx(mean, abs=1e-5)
-    assert df.at["twostage/twostage/selected", "lesion_hd95_ET_std"] == pytest.approx(std, abs=1e-5)
-    assert df.at["twostage/twostage/selected", "model"] == "Two-stage (T1c+FLAIR, selected)"
+    assert df.at["twostage/combined/selected", "lesion_hd95_ET"] == pytest.approx(mean, abs=1e-5)
+    assert df.at["twostage/combined/selected", "lesion_hd95_ET_std"] == pytest.approx(std, abs=1e-5)
+    assert df.at["twostage/combined/selected", "model"] == "Two-stage (T1c+FLAIR, selected)"
 
     tex = (tables / "table2_comparison.tex").read_text()
     rows = {k: cells for k, (cells, _) in tex_rows(tex).items()}
@@ -132,7 +132,7 @@ def test_significance_matches_scipy_and_holm_by_hand(tables, spec):
     n = len(spec.TEST_CASES)
     others = {"3D U-Net": ("baselines", "unet", spec.ALL_FOUR),
               "SegResNet": ("baselines", "segresnet", spec.ALL_FOUR),
-              "Two-stage (T1c+T1+T2+FLAIR)": ("twostage", "twostage", spec.ALL_FOUR)}
+              "Two-stage (T1c+T1+T2+FLAIR)": ("twostage", "combined", spec.ALL_FOUR)}
     raw = []
     for row in df.itertuples(index=False):
         f = spec.METRICS[row.metric]
@@ -187,7 +187,7 @@ def test_custom_size_bins(fake_results):
 
 def test_efficiency_table(tables, spec):
     df = pd.read_csv(tables / "efficiency.csv").set_index("run")
-    two = df.loc["twostage/twostage/selected"]
+    two = df.loc["twostage/combined/selected"]
     assert two["parameters_m"] == pytest.approx(2.3)  # detector 0.3 M + segmentor 2.0 M
     assert two["gmac_per_window"] == 6.0 and two["detector_gmac_per_window"] == 0.7
     assert two["windows_kept_pct"] == pytest.approx(50.0)

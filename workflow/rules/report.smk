@@ -12,36 +12,7 @@ rule tables:
     input:
         results=get_report_inputs,
     output:
-        report(
-            f"{TABLES_DIR}/table1_modality.html",
-            caption="../report/table1_modality.rst",
-            category="Tables",
-            labels={"table": "Table 1: modality study"},
-        ),
-        report(
-            f"{TABLES_DIR}/table2_comparison.html",
-            caption="../report/table2_comparison.rst",
-            category="Tables",
-            labels={"table": "Table 2: comparison"},
-        ),
-        report(
-            f"{TABLES_DIR}/table2_significance.html",
-            caption="../report/table2_significance.rst",
-            category="Tables",
-            labels={"table": "Table 2b: significance"},
-        ),
-        report(
-            f"{TABLES_DIR}/efficiency.html",
-            caption="../report/efficiency.rst",
-            category="Tables",
-            labels={"table": "Efficiency"},
-        ),
-        report(
-            f"{TABLES_DIR}/detection.html",
-            caption="../report/detection.rst",
-            category="Tables",
-            labels={"table": "Detection"},
-        ),
+        table_report_files(),
         expand(f"{TABLES_DIR}/{{name}}.{{ext}}", name=TABLES, ext=["csv", "tex"]),
     params:
         config=resolved_config,
@@ -56,6 +27,8 @@ rule tables:
         CONDA_ENV
     log:
         f"{LOGS}/tables.log",
+    benchmark:
+        f"{BENCHMARKS}/tables.tsv"
     shell:
         "brainmets tables --results {params.results} --config {params.config} "
         "--out-dir {params.out_dir} > {log} 2>&1"
@@ -66,34 +39,8 @@ rule figures:
     input:
         results=get_report_inputs,
     output:
-        report(
-            f"{FIGURES_DIR}/patients_per_split.png",
-            caption="../report/patients_per_split.rst",
-            category="Figures",
-            labels={"figure": "Patients per split"},
-        ),
-        report(
-            f"{FIGURES_DIR}/modality_heatmap.png",
-            caption="../report/modality_heatmap.rst",
-            category="Figures",
-            labels={"figure": "Modality heatmap"},
-        ),
-        report(
-            f"{FIGURES_DIR}/qualitative.png",
-            caption="../report/qualitative.rst",
-            category="Figures",
-            labels={"figure": "Qualitative example"},
-        ),
-        *[
-            report(
-                f"{FIGURES_DIR}/{stem}.png",
-                caption=f"../report/{stem}.rst",
-                category="Training curves",
-                labels={"figure": f"Training: {stem.removeprefix('training_')}"},
-            )
-            for stem in training_figure_stems()
-        ],
-        expand(f"{FIGURES_DIR}/{{name}}.pdf", name=figure_stems()),
+        figure_report_files(),
+        expand(f"{FIGURES_DIR}/{{name}}.pdf", name=FIGURES),
     params:
         config=resolved_config,
         results=results_dir,
@@ -107,6 +54,8 @@ rule figures:
         CONDA_ENV
     log:
         f"{LOGS}/figures.log",
+    benchmark:
+        f"{BENCHMARKS}/figures.tsv"
     shell:
         "brainmets figures --results {params.results} --config {params.config} "
         "--out-dir {params.out_dir} > {log} 2>&1"

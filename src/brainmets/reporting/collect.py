@@ -37,6 +37,9 @@ MODEL_DISPLAY_NAMES: dict[str, str] = {
 
 #: Alias of the two-stage subset chosen by the modality study.
 SELECTED = "selected"
+#: Model directory of the two-stage model's combined predictions and metrics
+#: (``twostage/combined/<subset>/seed<k>/``), beside its ``detector/`` and ``segmentor/``.
+TWOSTAGE_COMBINED = "combined"
 
 METRIC_COLUMNS = (
     "legacy_dice", "legacy_hd95", "lesion_dice", "lesion_hd95",
@@ -359,7 +362,7 @@ def comparison_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
         else:
             resolved = subset
             label = f"Two-stage ({subset_label(subset)})"
-        groups.append(make_group(results, "twostage", "twostage", subset, label, cfg.seeds, resolved))
+        groups.append(make_group(results, "twostage", TWOSTAGE_COMBINED, subset, label, cfg.seeds, resolved))
     return groups
 
 

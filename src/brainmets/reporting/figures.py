@@ -300,14 +300,19 @@ def _colours(n: int) -> list:
 # --------------------------------------------------------------------------- all figures
 
 
-def figure_stems(cfg: ReportConfig) -> list[str]:
-    """Stems :func:`make_figures` writes for this config (each as .png and .pdf), for workflow outputs."""
-    stems = ["patients_per_split", "modality_heatmap", "qualitative", "training_modality"]
+def training_figure_stems(cfg: ReportConfig) -> list[str]:
+    """Stems of the training-curve figures :func:`make_figures` writes for this config."""
+    stems = ["training_modality"]
     if cfg.twostage_subsets:
         stems.append("training_twostage")
     if cfg.baseline_models:
         stems.append("training_baselines")
     return stems
+
+
+def figure_stems(cfg: ReportConfig) -> list[str]:
+    """Stems :func:`make_figures` writes for this config (each as .png and .pdf), for workflow outputs."""
+    return ["patients_per_split", "modality_heatmap", "qualitative"] + training_figure_stems(cfg)
 
 
 def _twostage_curve_label(group: RunGroup) -> str:
@@ -362,7 +367,7 @@ def make_figures(results: str | Path, cfg: ReportConfig, out_dir: str | Path, ca
 
 
 __all__ = [
-    "make_figures", "figure_stems", "plot_patients_per_split", "plot_modality_heatmap", "plot_qualitative",
-    "plot_training_curves", "choose_case", "largest_lesion_slice", "modality_heatmap_figure",
+    "make_figures", "figure_stems", "training_figure_stems", "plot_patients_per_split", "plot_modality_heatmap",
+    "plot_qualitative", "plot_training_curves", "choose_case", "largest_lesion_slice", "modality_heatmap_figure",
     "qualitative_figure", "training_curves_figure", "modality_curve_panels",
 ]
