@@ -36,6 +36,10 @@ MODEL_DISPLAY_NAMES: dict[str, str] = {
     "swinunetr_v2": "SwinUNETR-v2",
 }
 
+#: Model directory of the two-stage model's combined predictions and metrics
+#: (``twostage/combined/<subset>/seed<k>/``), beside its ``detector/`` and ``segmentor/``.
+TWOSTAGE_COMBINED = "combined"
+
 METRIC_COLUMNS = (
     "legacy_dice", "legacy_hd95", "lesion_dice", "lesion_hd95",
     "num_tp", "num_fp", "num_fn", "gt_volume", "pred_volume",
@@ -244,6 +248,8 @@ class ReportConfig:
     size_bins: list[float]
     detection_regions: list[str]
     qualitative_case: str | None
+    #: How Table 2 meets the page: ``single`` or ``split`` (:data:`brainmets.reporting.tables.TABLE2_LAYOUTS`).
+    table2_layout: str
 
 
 def report_config(config: dict[str, Any]) -> ReportConfig:
@@ -259,6 +265,7 @@ def report_config(config: dict[str, Any]) -> ReportConfig:
         size_bins=sorted(float(b) for b in reporting["size_bins"]),
         detection_regions=list(reporting["detection_regions"]),
         qualitative_case=reporting["qualitative_case"],
+        table2_layout=reporting["table2_layout"],
     )
 
 
@@ -298,7 +305,7 @@ def comparison_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
         else:
             resolved = subset
             label = f"Two-stage ({subset_label(subset)})"
-        groups.append(make_group(results, "twostage", "twostage", subset, label, cfg.seeds, resolved))
+        groups.append(make_group(results, "twostage", TWOSTAGE_COMBINED, subset, label, cfg.seeds, resolved))
     return groups
 
 
