@@ -52,6 +52,7 @@ PAPER_SIZE_GMAC = {
     "nnformer": 63.70,
     "mlp_unext": 14.61,
     "resenc_unet": 722.91,
+    "segresnetds": 609.01,
 }
 
 
@@ -111,6 +112,13 @@ def test_nnformer_synapse_configuration_is_the_papers_size():
 @pytest.mark.parametrize("arch", sorted(PAPER_SIZE_GMAC))
 def test_paper_size_gmac(arch):
     assert model_flops(_meta_model(arch), 4, [128] * 3) / 2e9 == pytest.approx(PAPER_SIZE_GMAC[arch], abs=0.01)
+
+
+def test_segresnetds_defaults_are_monais():
+    """The schema's SegResNetDS defaults build MONAI's default network (the authors' code passes no sizes)."""
+    from monai.networks.nets import SegResNetDS
+
+    assert count_parameters(_meta_model("segresnetds")) == count_parameters(SegResNetDS(in_channels=4, out_channels=3))
 
 
 def test_nnformer_attention_windows_must_tile_the_feature_maps():

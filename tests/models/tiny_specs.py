@@ -10,6 +10,7 @@ TINY_SPECS: dict[str, dict] = {
     "vnet": {"arch": "vnet", "dropout": 0.0, "patch": [16, 16, 16]},
     "segresnet": {"arch": "segresnet", "init_filters": 4, "blocks_down": [1, 1], "blocks_up": [1], "patch": [16, 16, 16]},
     "segresnetvae": {"arch": "segresnetvae", "init_filters": 8, "blocks_down": [1, 1], "blocks_up": [1], "vae_nz": 8, "patch": [16, 16, 16]},
+    "segresnetds": {"arch": "segresnetds", "init_filters": 4, "blocks_down": [1, 1, 1], "norm": "instance", "patch": [16, 16, 16]},
     "unetr": {"arch": "unetr", "feature_size": 4, "hidden_size": 24, "mlp_dim": 24, "num_heads": 2, "patch": [16, 16, 16]},
     "swinunetr": {"arch": "swinunetr", "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 4, "patch": [64, 32, 32]},
     "swinunetr_v2": {"arch": "swinunetr_v2", "feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 4, "patch": [64, 32, 32]},

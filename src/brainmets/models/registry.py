@@ -47,6 +47,10 @@ Architectures (``arch`` values; keys and defaults in the schema):
     ``init_filters``; null means ``min(8, init_filters)``. The VAE branch needs
     the exact input size: ``input_image_size`` = the patch. Patch divisible by
     ``2 ** (len(blocks_down) - 1)``.
+``segresnetds``
+    MONAI SegResNetDS, the network the authors' code builds for its SegResNet
+    row (one output: MONAI's ``dsdepth`` 1). Patch divisible by
+    ``2 ** (len(blocks_down) - 1)``.
 ``unetr``
     MONAI UNETR. ``img_size`` = the patch (UNETR accepts only that size);
     ``hidden_size`` divisible by ``num_heads``. Patch divisible by 16 (its token size).
@@ -306,6 +310,15 @@ def _build_segresnetvae(name, spec, cin, cout, patch):
     )
 
 
+def _build_segresnetds(name, spec, cin, cout, patch):
+    from monai.networks.nets import SegResNetDS
+
+    return SegResNetDS(
+        spatial_dims=3, in_channels=cin, out_channels=cout, init_filters=spec["init_filters"],
+        blocks_down=tuple(spec["blocks_down"]), norm=spec["norm"],
+    )
+
+
 def _build_unetr(name, spec, cin, cout, patch):
     from monai.networks.nets import UNETR
 
@@ -398,6 +411,7 @@ ARCHITECTURES: dict[str, _Arch] = {
     "vnet": _Arch(_build_vnet, lambda spec: 16),
     "segresnet": _Arch(_build_segresnet, _segresnet_divisor),
     "segresnetvae": _Arch(_build_segresnetvae, _segresnet_divisor),
+    "segresnetds": _Arch(_build_segresnetds, _segresnet_divisor),
     "unetr": _Arch(_build_unetr, lambda spec: 16, convolutional=False),
     "swinunetr": _Arch(_build_swinunetr, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True),
     "swinunetr_v2": _Arch(_build_swinunetr_v2, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True),
