@@ -386,6 +386,14 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
                 + f"; defined models: {', '.join(sorted(models)) or '(none)'}"
             )
 
+    if (study["model"] in base["models"] and base["subset"] not in (None, SELECTED)
+            and base["subset"] not in study["subsets"]):
+        problems.append(
+            f"config key baselines.models names the modality study's model {study['model']!r}, whose Table 2 "
+            f"row is its modality-study run on baselines.subset {base['subset']}; modality_study.subsets "
+            "does not include that subset: add it there, or leave the model out of baselines.models"
+        )
+
     for key, value in config["training"]["augmentation"].items():
         if isinstance(value, list) and value[0] > value[1]:
             problems.append(f"config key training.augmentation.{key} is {value}; expected [low, high] with low <= high")
@@ -451,6 +459,16 @@ def study_subsets(config: Mapping[str, Any]) -> list[str]:
 def twostage_subsets(config: Mapping[str, Any]) -> list[str]:
     """Subsets of the two-stage model: canonical keys and/or ``selected``."""
     return list(config["twostage"]["subsets"])
+
+
+def trained_baselines(config: Mapping[str, Any]) -> list[str]:
+    """The baselines the workflow trains: ``baselines.models`` less the modality study's model.
+
+    Named there, the modality study's model is a Table 2 row read from its
+    run on ``baselines.subset`` (the paper's 3D-UNET row), not trained again.
+    """
+    reused = config["modality_study"]["model"]
+    return [m for m in config["baselines"]["models"] if m != reused]
 
 
 def cohort_root(config: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from brainmets.cli import main
 from brainmets.errors import BrainmetsError
 from brainmets.reporting.selection import select_subset
 
-SUBSETS = ("t1c", "t2f", "t1c+t2f")
+SUBSETS = ("t1c", "t2f", "t1c+t2f", "t1c+t1n+t2f+t2w")
 
 
 def expected_scores(spec, metric: str, split: str, regions: tuple[str, ...]) -> dict[str, tuple[float, float]]:
@@ -70,7 +70,7 @@ def test_override_is_recorded_and_ranking_still_written(fake_results):
     assert decision["chosen_subset"] == "t2f"
     assert decision["override"] == "t2f"
     assert decision["ranking"][0]["subset"] == "t1c+t2f"  # what the data would have chosen
-    assert len(decision["ranking"]) == 3
+    assert len(decision["ranking"]) == len(SUBSETS)
 
 
 def test_test_split_requires_explicit_permission(fake_results, spec, caplog):

@@ -69,7 +69,7 @@ def test_every_table_written_as_csv_tex_and_html(tables):
 
 def test_table1_numbers_equal_hand_computation(tables, spec):
     df = pd.read_csv(tables / "table1_modality.csv")
-    assert df["subset"].tolist() == ["T1c", "FLAIR", "T1c+FLAIR"]  # configured order
+    assert df["subset"].tolist() == ["T1c", "FLAIR", "T1c+FLAIR", "T1c+T1+T2+FLAIR"]  # configured order
     for row in df.itertuples(index=False):
         run = ("modality", "unet", row.subset_key)
         for metric, region in [("legacy_dice", "WT"), ("lesion_dice", "NETC"), ("lesion_dice", "SNFH")]:
@@ -120,7 +120,7 @@ def test_table2_numbers_and_marks(tables, spec):
     hd_mean, hd_std = seed_cell(spec, ("baselines", "segresnet", spec.ALL_FOUR), "lesion_hd95", ["WT"], 1)
     assert rows["SegResNet"][col["lesion_hd95_WT"]] == rf"\textbf{{{hd_mean:.1f}}}"
     assert stds["SegResNet"][col["lesion_hd95_WT"]] == rf"\scriptsize ({hd_std:.1f})"
-    dice_mean, dice_std = seed_cell(spec, ("baselines", "unet", spec.ALL_FOUR), "legacy_dice", ["TC"], 100)
+    dice_mean, dice_std = seed_cell(spec, ("modality", "unet", spec.ALL_FOUR), "legacy_dice", ["TC"], 100)
     assert rows["3D U-Net"][col["legacy_dice_TC"]] == f"{dice_mean:.2f}"
     assert stds["3D U-Net"][col["legacy_dice_TC"]] == rf"\scriptsize ({dice_std:.2f})"
 
@@ -130,7 +130,7 @@ def test_significance_matches_scipy_and_holm_by_hand(tables, spec):
     assert set(df["model"]) == {"3D U-Net", "SegResNet", "Two-stage (T1c+T1+T2+FLAIR)"}
     assert len(df) == 3 * 2 * 3  # models x metrics x regions
     n = len(spec.TEST_CASES)
-    others = {"3D U-Net": ("baselines", "unet", spec.ALL_FOUR),
+    others = {"3D U-Net": ("modality", "unet", spec.ALL_FOUR),
               "SegResNet": ("baselines", "segresnet", spec.ALL_FOUR),
               "Two-stage (T1c+T1+T2+FLAIR)": ("twostage", "combined", spec.ALL_FOUR)}
     raw = []
@@ -190,12 +190,35 @@ def test_efficiency_table(tables, spec):
     two = df.loc["twostage/combined/selected"]
     assert two["parameters_m"] == pytest.approx(2.3)  # detector 0.3 M + segmentor 2.0 M
     assert two["gmac_per_window"] == 6.0 and two["detector_gmac_per_window"] == 0.7
-    assert two["windows_kept_pct"] == pytest.approx(50.0)
-    unet = df.loc[f"baselines/unet/{spec.ALL_FOUR}"]
+    assert two["windows_kept_pct"] == pytest.approx(50.0) and two["windows_per_case"] == 8
+    unet = df.loc[f"modality/unet/{spec.ALL_FOUR}"]  # the 3D U-Net row: the modality study's run
     assert unet["parameters_m"] == pytest.approx(1.5) and pd.isna(unet["detector_gmac_per_window"])
     # seconds = 1 + 0.1 * case_index + 0.5 * seed -> seed means 1.25, 1.75
     assert unet["seconds_per_case"] == pytest.approx(1.5)
-    assert unet["gflop_per_case"] == pytest.approx(2.25)
+    # flops = 2e9 + 1e8 * case_index over 6 cases: mean 2.25e9 FLOP = 1.125 GMAC
+    assert unet["gmac_per_case"] == pytest.approx(1.125) == unet["segmentor_gmac_per_case"]
+    # Against the 3D U-Net: per window 1 - 6.0 / 12.5 (segmentation networks, as the paper), per case the
+    # fixture's two-stage spends as much per case as the U-Net.
+    assert two["reduction_per_window_pct"] == pytest.approx(52.0)
+    assert two["reduction_per_case_pct"] == pytest.approx(0.0)
+    assert unet["reduction_per_window_pct"] == 0.0
+    assert df.loc[f"baselines/segresnet/{spec.ALL_FOUR}", "reduction_per_window_pct"] == pytest.approx(28.0)
+
+
+def test_efficiency_splits_two_stage_cost_into_detector_and_segmentor(fake_results, spec):
+    """inference/<split>.tsv of a two-stage run carries flops_detector and flops_segmentor: the table splits them."""
+    for seed in spec.SEEDS:
+        path = fake_results.results / "twostage" / "combined" / "selected" / f"seed{seed}" / "inference" / "test.tsv"
+        inference = pd.read_csv(path, sep="\t")
+        inference["flops_detector"] = 0.4e9
+        inference["flops_segmentor"] = inference["flops"] - 0.4e9
+        inference.to_csv(path, sep="\t", index=False)
+    out = fake_results.root / "t"
+    make_tables(fake_results.results, load_report_config(fake_results.config), out)
+    two = pd.read_csv(out / "efficiency.csv").set_index("run").loc["twostage/combined/selected"]
+    assert two["detector_gmac_per_case"] == pytest.approx(0.2)
+    assert two["segmentor_gmac_per_case"] == pytest.approx(1.125 - 0.2)
+    assert two["gmac_per_case"] == pytest.approx(1.125)
 
 
 def test_no_baselines_gives_tables_without_them(fake_results):

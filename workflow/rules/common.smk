@@ -15,6 +15,7 @@ try:
         ConfigError,
         cohort_root,
         study_subsets,
+        trained_baselines,
         twostage_subsets,
         validate_config,
         write_resolved_config,
@@ -105,7 +106,8 @@ MODALITY_SUBSETS = study_subsets(config)
 TWOSTAGE_SUBSETS = twostage_subsets(config)
 DETECTOR = config["twostage"]["detector"]
 SEGMENTOR = config["twostage"]["segmentor"]
-BASELINE_MODELS = config["baselines"]["models"]
+# the modality study's model, when listed, is its run reused (Table 2's 3D-UNET row)
+BASELINE_MODELS = trained_baselines(config)
 BASELINE_SUBSET = config["baselines"]["subset"]
 
 

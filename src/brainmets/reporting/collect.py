@@ -27,13 +27,17 @@ from brainmets.io import read_json, read_table
 #: Model names as the paper's tables print them; unknown names print as they are.
 MODEL_DISPLAY_NAMES: dict[str, str] = {
     "unet": "3D U-Net",
-    "resunet": "Residual U-Net",
+    "resunet": "ResUNet",
+    "resunetse": "ResUNetSE",
     "vnet": "VNet",
     "segresnet": "SegResNet",
     "segresnetvae": "SegResNetVAE",
     "unetr": "UNETR",
     "swinunetr": "SwinUNETR",
-    "swinunetr_v2": "SwinUNETR-v2",
+    "swinunetr_v2": "SwinUNETR-V2",
+    "nnformer": "nnFormer",
+    "mlp_unext": "MLP-UNEXT",
+    "resenc_unet": "nnU-Net ResEnc",
 }
 
 #: Model directory of the two-stage model's combined predictions and metrics
@@ -287,17 +291,26 @@ def modality_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
 
 
 def comparison_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
-    """Rows of Table 2: the baselines, then the two-stage model per configured subset.
+    """Rows of Table 2: the baselines in ``baselines.models`` order, then the two-stage model per configured subset.
 
-    Two-stage rows are labelled with the subset they used; the alias
-    ``selected`` is resolved through the decision file (:mod:`brainmets.decision`).
+    The modality study's model, where ``baselines.models`` names it, is its
+    modality-study run on the baselines' subset (reused, not retrained: the
+    paper's 3D-UNET row). Two-stage rows are labelled with the subset they
+    used; the alias ``selected`` is resolved through the decision file
+    (:mod:`brainmets.decision`).
     """
     groups = []
     for model in cfg.baseline_models:
         label = model_display_name(model)
         if cfg.baseline_subset != ALL_FOUR:
             label += f" ({subset_label(cfg.baseline_subset)})"
-        groups.append(make_group(results, "baselines", model, cfg.baseline_subset, label, cfg.seeds))
+        if model == cfg.modality_model:
+            subset = cfg.baseline_subset
+            if subset == SELECTED:
+                subset = selected_subset(selection_path(results))
+            groups.append(make_group(results, "modality", model, subset, label, cfg.seeds))
+        else:
+            groups.append(make_group(results, "baselines", model, cfg.baseline_subset, label, cfg.seeds))
     for subset in cfg.twostage_subsets:
         if subset == SELECTED:
             resolved = selected_subset(selection_path(results))
