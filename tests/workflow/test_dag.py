@@ -21,7 +21,8 @@ def test_default_config_expands_the_whole_study(snakemake):
     run = snakemake("-n", "--quiet", "rules")
     assert run.returncode == 0, run.output
     jobs = run.job_counts()
-    n_baselines = len(yaml.safe_load((REPO / "config.yaml").read_text())["baselines"]["models"])
+    # the modality study's U-Net is reused as the 3D-UNET row: not trained as a baseline
+    n_baselines = len(set(yaml.safe_load((REPO / "config.yaml").read_text())["baselines"]["models"]) - {"unet"})
     assert jobs["train_modality"] == 15 * 3
     assert jobs["train_detector"] == 2 * 3
     assert jobs["train_segmentor"] == 2 * 3
@@ -42,12 +43,38 @@ def test_paper_config_builds_the_full_dag_without_the_data(snakemake):
     jobs = run.job_counts()
     assert jobs["train_modality"] == 45
     assert jobs["train_detector"] == 6 and jobs["train_segmentor"] == 6
-    assert jobs["train_baseline"] == 7 * 3
-    assert jobs["predict"] == 45 + 21 and jobs["predict_twostage"] == 6
-    assert jobs["evaluate"] == 2 * (45 + 6 + 21)
+    # Table 2: 11 paper rows (the 3D-UNET reused from the modality study) + nnU-Net ResEnc, 3 seeds each
+    assert jobs["train_baseline"] == 11 * 3
+    assert jobs["predict"] == 45 + 33 and jobs["predict_twostage"] == 6
+    assert jobs["evaluate"] == 2 * (45 + 6 + 33)
     assert "synthesise" not in jobs
     # per-case preprocessing waits for the index checkpoint; its collector is in the DAG
     assert jobs["preprocess_all"] == 1 and "preprocess" not in jobs
+
+
+PAPER_TABLE2_TRAINED = ("resunet", "resunetse", "vnet", "swinunetr", "swinunetr_v2", "unetr", "segresnet",
+                        "segresnetvae", "nnformer", "mlp_unext", "resenc_unet")
+
+
+def test_paper_config_trains_every_table2_row_three_seeds(snakemake):
+    run = snakemake("-n", "--configfile", str(PAPER))
+    assert run.returncode == 0, run.output
+    trained = [fields["output"] for rule, fields in run.jobs()
+               if rule in ("train_baseline", "train_modality", "train_segmentor", "train_detector")]
+    per_row = {}
+    for output in trained:
+        study, model, subset, seed = output.partition("results/paper/")[2].split("/")[:4]
+        per_row.setdefault((study, model, subset), set()).add(seed)
+    all_four = "t1c+t1n+t2f+t2w"
+    for model in PAPER_TABLE2_TRAINED:
+        assert per_row[("baselines", model, all_four)] == {"seed0", "seed1", "seed2"}, model
+    # the 3D-UNET row is the modality study's all-four run, trained once
+    assert ("baselines", "unet", all_four) not in per_row
+    assert per_row[("modality", "unet", all_four)] == {"seed0", "seed1", "seed2"}
+    for subset in ("selected", all_four):  # the two two-stage rows
+        for part in ("detector", "segmentor"):
+            assert per_row[("twostage", part, subset)] == {"seed0", "seed1", "seed2"}
+    assert sum(1 for key in per_row if key[0] == "baselines") == len(PAPER_TABLE2_TRAINED)
 
 
 @pytest.mark.parametrize("configfile", [[], ["--configfile", str(PAPER)]], ids=["default", "paper"])

@@ -397,7 +397,7 @@ def efficiency_table(groups: list[RunGroup], split: str = "test", reference_mode
     window is the segmentor's, with the detector's in its own column, and its
     GMAC per case splits into the detector on every window and the segmentor on
     the kept ones. The reduction per window compares GMAC per window of the
-    segmentation networks, as the paper does (its "~85 %": 59.9 against 478.1
+    segmentation networks, as the paper does (its "~85 %": about 60 against 478
     GMAC), although their windows differ in size (64^3 against 128^3); the
     reduction per case compares what each model spends on the same cases, every
     window and the detector included.
