@@ -57,7 +57,7 @@ def test_paper_config_merged_over_default_is_valid_and_paper_sized():
     # the merge must not leave CPU-default keys behind in the paper's optimiser
     assert "betas" not in config["training"]["segmentation"]["optimizer"]
     assert config["training"]["detection"]["iterations"] == 400 * 101
-    assert len(config["baselines"]["models"]) == 7
+    assert len(config["baselines"]["models"]) == 12  # 11 paper rows + nnU-Net ResEnc
 
 
 def test_paper_training_and_inference_settings_are_built_from_the_validated_config():
@@ -105,6 +105,7 @@ def test_minimal_config_gets_schema_defaults():
 def test_subsets_are_canonicalised_in_any_spelling():
     config = default_config()
     config["modality_study"]["subsets"] = ["t2f+t1c", ["t1n", "t1c"], "t1c"]
+    config["baselines"]["models"] = ["resunet"]  # the reused 3D-UNET row would need all four above
     config["twostage"]["subsets"] = ["all", "t2f + t1n + t1c", "selected"]
     config["selection"]["override"] = ["t2f", "t1n", "t1c"]
     validate_config(config)
@@ -258,3 +259,25 @@ def test_schema_ships_in_the_package_and_the_workflow_links_to_it():
     assert link.resolve() == SCHEMA_PATH.resolve()
     pyproject = (REPO / "pyproject.toml").read_text()
     assert "schemas/*.yaml" in pyproject, "the schema must be package data so installed copies find it"
+
+
+def test_table2_3d_unet_row_is_the_modality_run_and_needs_its_subset():
+    from brainmets.config import trained_baselines
+
+    config = load_config(DEFAULT)
+    assert "unet" in config["baselines"]["models"] and "unet" not in trained_baselines(config)
+    bad = default_config()
+    bad["modality_study"]["subsets"] = ["t1c", "t1c+t2f"]
+    assert "names the modality study's model 'unet'" in problems_of(bad)
+    bad["baselines"]["models"] = ["resunet", "segresnet"]
+    validate_config(bad)  # without the reused row, any modality subsets will do
+
+
+def test_readme_names_the_default_table2_rows():
+    from brainmets.reporting.collect import model_display_name
+
+    rows = [model_display_name(m) for m in load_config(DEFAULT)["baselines"]["models"]]
+    assert rows == ["ResUNet", "3D U-Net", "SegResNet"]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "ResUNet (pytorch-3dunet's ResidualUNet3D) and SegResNet (MONAI's SegResNetDS" in readme
+    assert "the 3D-UNET row, which is the modality study's all-four run reused" in readme
