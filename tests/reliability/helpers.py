@@ -142,6 +142,7 @@ def workflow_config(path: Path, cohort: Path, **sections) -> Path:
         "training": {"segmentation": {"iterations": 40, "batch_patients": 2, "crops_per_patient": 1},
                      "checkpoint_every": 2, "val_every": 0, "log_every": 1, "threads": 1},
         "modality_study": {"subsets": ["t1c"]},
+        "baselines": {"models": []},  # the default's reused 3D-UNET row would need the all-four subset
         "tracking": {"enabled": False},
         "resources": {"train": {"threads": 1}, "predict": {"threads": 1}, "data": {"threads": 1}},
     }
