@@ -305,7 +305,7 @@ def training_figure_stems(cfg: ReportConfig) -> list[str]:
     stems = ["training_modality"]
     if cfg.twostage_subsets:
         stems.append("training_twostage")
-    if cfg.baseline_models:
+    if set(cfg.baseline_models) - {cfg.modality_model}:  # the reused 3D-UNET row's curves are the modality study's
         stems.append("training_baselines")
     return stems
 
