@@ -1,7 +1,7 @@
 """Every LaTeX table compiles with pdflatex in a two-column article and fits its page.
 
 Tables are checked as written for the fake study (the default setup's
-rows) and with the paper setup's rows (its nine Table 2 models, all 15
+rows) and with the paper setup's rows (its twelve single-pass Table 2 rows, all 15
 subsets) holding the widest numbers they can print.
 """
 
