@@ -13,6 +13,7 @@
 #   baselines.smk       single-pass comparison models, all four sequences
 #   evaluation.smk      single-pass prediction (val + test in one job); evaluation of every run
 #   report.smk          tables (CSV + LaTeX) and figures (PNG + PDF), in the report
+#   tracking.smk        after a successful run: every run's outcome and the study summaries into MLflow
 #
 # Every rule calls one `brainmets <verb>` (docs/architecture.md fixes their
 # arguments); rules hold no logic of their own. The configuration is validated
@@ -37,6 +38,7 @@ include: "workflow/rules/two_stage.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/tracking.smk"
 
 
 # Cheap bookkeeping and aggregation: run by Snakemake itself, never submitted to a cluster.

@@ -170,7 +170,8 @@ class Trainer:
         stop = self.total if stop_at is None else min(max(int(stop_at), start), self.total)
         self.tracker = RunTracker.start(self.tracking_uri, study=self.request.study,
                                         model=self.request.model, subset=self.subset, seed=self.request.seed,
-                                        run_dir=self.out_dir, params=self.resolved)
+                                        run_dir=self.out_dir, params=self.resolved,
+                                        subset_alias=self.request.subset_alias)
         batches = BatchPrefetcher(lambda t: self.sampler.batch(t, draws=self.draws), start, stop,
                                   self.settings.prefetch)
         bar = tqdm(total=self.total, initial=start, unit="it", disable=not progress, dynamic_ncols=True,
