@@ -224,24 +224,12 @@ def sync_results(uri: str, results: str | Path, selection: Mapping[str, Any],
             relative = str(run_dir.relative_to(results))
             outcome = run_outcome(results, study, model, subset_dir, seed, selection)
             alias = SELECTED if subset_dir == SELECTED else None
-            if study == "twostage" and run_dir == combined_run_dir(results, subset_dir, seed):
-                subset = read_selected_subset(results) if alias else subset_dir
+            if run_dir == combined_run_dir(results, subset_dir, seed):
                 parts = {part: trained.get(str(results / study / part / subset_dir / f"seed{seed}"))
                          for part in TWOSTAGE_PARTS}
-                run = combined.get(str(run_dir))
-                run_id = run.info.run_id if run else _create_combined(
-                    client, experiment_id, parent_id, run_dir, model, subset, alias, seed, parts)
-                part_ids = {f"{part}_run_id": r.info.run_id for part, r in parts.items() if r is not None}
-                for r in parts.values():
-                    if r is not None:
-                        client.set_tag(r.info.run_id, "combined_run_id", run_id)
-                tags = {"mlflow.runName": run_name(model, subset, seed, alias), **part_ids}
-                if outcome:
-                    end = max(stamp for _, stamp in outcome.values())
-                    client.set_terminated(run_id, "FINISHED", end_time=end)
-                    ends.append(end)
-                _log(client, run_id, outcome, tags)
-                synced.append(SyncedRun(relative, run_id, tags["mlflow.runName"], len(outcome)))
+                synced.append(_sync_combined(client, experiment_id, parent_id, results, run_dir,
+                                             combined.get(str(run_dir)), parts, outcome))
+                ends += [stamp for _, stamp in outcome.values()]
                 continue
             run = trained.get(str(run_dir))
             if run is None:
@@ -257,9 +245,33 @@ def sync_results(uri: str, results: str | Path, selection: Mapping[str, Any],
     return report
 
 
+def _sync_combined(client, experiment_id: str, parent_id: str, results: Path, run_dir: Path, run,
+                   parts: Mapping[str, Any], outcome: Mapping[str, tuple[float, int]]) -> SyncedRun:
+    """The combined two-stage model's run (``run``, or a new one), linked with its parts, and its outcome."""
+    model, subset_dir, seed_dir = run_dir.parts[-3:]
+    seed = int(seed_dir[len("seed"):])
+    alias = SELECTED if subset_dir == SELECTED else None
+    subset = read_selected_subset(results) if alias else subset_dir
+    run_id = run.info.run_id if run else _create_combined(
+        client, experiment_id, parent_id, run_dir, model, subset, alias, seed, parts, outcome)
+    tags = {"mlflow.runName": run_name(model, subset, seed, alias)}
+    for part, part_run in parts.items():
+        if part_run is not None:
+            tags[f"{part}_run_id"] = part_run.info.run_id
+            client.set_tag(part_run.info.run_id, "combined_run_id", run_id)
+    if outcome:  # predicted and evaluated: the run ends with its last result file
+        client.set_terminated(run_id, "FINISHED", end_time=max(stamp for _, stamp in outcome.values()))
+    _log(client, run_id, outcome, tags)
+    return SyncedRun(str(run_dir.relative_to(results)), run_id, tags["mlflow.runName"], len(outcome))
+
+
 def _create_combined(client, experiment_id: str, parent_id: str, run_dir: Path, model: str, subset: str,
-                     alias: str | None, seed: int, parts: Mapping[str, Any]) -> str:
-    """The combined two-stage model's run; it starts when the first of its parts started training."""
+                     alias: str | None, seed: int, parts: Mapping[str, Any],
+                     outcome: Mapping[str, tuple[float, int]]) -> str:
+    """The combined two-stage model's run; it starts when the first of its parts started training.
+
+    Parts trained with tracking off leave no start time: the run then starts with its first result file.
+    """
     tags = {"mlflow.parentRunId": parent_id, "role": "combined", "study": "twostage", "model": model,
             "subset": subset, "seed": str(seed), "run_dir": str(run_dir),
             "mlflow.note.content": "Detector + segmentor predicted together (brainmets predict --detector); "
@@ -267,6 +279,7 @@ def _create_combined(client, experiment_id: str, parent_id: str, run_dir: Path, 
     if alias:
         tags["subset_alias"] = alias
     starts = [r.info.start_time for r in parts.values() if r is not None and r.info.start_time]
+    starts = starts or [stamp for _, stamp in outcome.values()]
     return find_or_create_run(
         client, experiment_id, f"tags.run_dir = {quote(run_dir)} and tags.role = 'combined'",
         lambda: client.create_run(experiment_id, start_time=min(starts) if starts else None, tags=tags,
