@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainmets.config import validate_model, validate_section
 from brainmets.constants import subset_channels
 from brainmets.inference import (
     InferenceSettings,
@@ -57,9 +58,11 @@ from brainmets.inference import (
 from brainmets.models import build_model
 
 SUBSET = "t1c+t1n+t2f"
-UNET = {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "residual": False, "deep_supervision": 0, "patch": [128] * 3}
-SEGMENTOR = {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "residual": True, "deep_supervision": 2, "patch": [64] * 3}
-DETECTOR = {"arch": "densenet121", "dropout": 0.2, "patch": [64] * 3}
+UNET = validate_model("unet", {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "residual": False,
+                               "deep_supervision": 0, "patch": [128] * 3})
+SEGMENTOR = validate_model("segmentor", {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "residual": True,
+                                         "deep_supervision": 2, "patch": [64] * 3})
+DETECTOR = validate_model("detector", {"arch": "densenet121", "dropout": 0.2, "patch": [64] * 3})
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -158,9 +161,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = InferenceSettings(
-        overlap=0.5, batch_size=args.batch_size, device=args.device, channels_last=True if args.channels_last else "auto"
-    )
+    settings = InferenceSettings(**validate_section("inference", {
+        "overlap": 0.5, "batch_size": args.batch_size, "device": args.device,
+        "channels_last": True if args.channels_last else "auto"}))
     runtime = inference_runtime(settings)
     torch.manual_seed(0)
 

@@ -35,11 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from brainmets.config import validate_model, validate_section
 from brainmets.models import build_model, forward_outputs
 from brainmets.training.loop import RunRequest, train
 from brainmets.training.losses import region_targets, segmentation_loss
 from brainmets.training.schedules import build_optimizer
-from brainmets.training.settings import training_settings
+from brainmets.training.settings import TrainingSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,13 +85,14 @@ def step_gflops(spec: dict, batch: int, channels_last: bool, repeats: int) -> di
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    model = build_model("bench", spec, 4, 3)
+    model = build_model("bench", validate_model("bench", spec), 4, 3)
     x = torch.randn(batch, 4, *spec["patch"])
     label = (torch.rand(batch, 1, *spec["patch"]) > 0.9).float() * 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    optimizer = build_optimizer(model.parameters(), training_settings({}).segmentation.optimizer)
+    paper = TrainingSettings.from_section(validate_section("training"))
+    optimizer = build_optimizer(model.parameters(), paper.segmentation.optimizer)
     target = region_targets(label)
 
     def step():
@@ -137,11 +139,11 @@ def write_cache(root: Path, n_cases: int, shape=(96, 96, 80)) -> tuple[Path, Pat
 
 
 def data_wait(root: Path, cache: Path, splits: Path, name: str, net: dict, prefetch: int, iterations: int) -> float:
-    config = {
-        "models": {"net": net["spec"]},
-        "training": {"segmentation": {"iterations": iterations, "batch_patients": 2,
-                                      "crops_per_patient": net["batch"] // 2},
-                     "checkpoint_every": iterations, "val_every": 0, "log_every": iterations, "prefetch": prefetch},
+    config = {  # the sections train() reads, validated as load_config would
+        "models": {"net": validate_model("net", net["spec"])},
+        "training": validate_section("training", {
+            "segmentation": {"iterations": iterations, "batch_patients": 2, "crops_per_patient": net["batch"] // 2},
+            "checkpoint_every": iterations, "val_every": 0, "log_every": iterations, "prefetch": prefetch}),
         "tracking": {"enabled": False},
     }
     out = root / f"run-{name.split()[0]}-{prefetch}"

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Create (or update) the project-local virtual environment .venv/ and install brainmets.
 #
-# torch: if .venv already has a torch (e.g. a CUDA build you installed), it is kept.
-# Otherwise torch==${BRAINMETS_TORCH_VERSION:-2.13.0} is installed first; on the
-# project's CPU machines pip takes that release's CPU build from local disk.
+# Versions: every package is installed at the version requirements/lock.txt pins
+# (a pip constraints file; refresh it with scripts/lock.sh).
+# torch: if .venv already has a torch (e.g. a CUDA build you installed), it is kept,
+# and so are the versions of the packages it requires (a CUDA build pins some of
+# them itself; the lock gives way there). Otherwise
+# torch==${BRAINMETS_TORCH_VERSION:-2.13.0} is installed first; on the project's
+# CPU machines pip takes that release's CPU build from local disk.
 # GPU users: install the CUDA build that matches their driver into .venv first
 # (see README, "GPU install"), then run this script.
 #
@@ -46,11 +50,31 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-pip_install --upgrade pip
+LOCK=requirements/lock.txt
+pip_install -c "$LOCK" --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "[setup] installing torch==${BRAINMETS_TORCH_VERSION:-2.13.0}"
-  pip_install "torch==${BRAINMETS_TORCH_VERSION:-2.13.0}"
+  pip_install -c "$LOCK" "torch==${BRAINMETS_TORCH_VERSION:-2.13.0}"
 fi
-echo "[setup] installing brainmets and its dependencies"
-pip_install -e ".[test]"
+# The lock without the packages the installed torch requires: those stay as torch
+# installed them (pinned by the lock above, or by a CUDA build's own requirements).
+CONSTRAINTS=$(mktemp)
+trap 'rm -f "$CONSTRAINTS"' EXIT
+.venv/bin/python - "$LOCK" > "$CONSTRAINTS" <<'EOF'
+import re
+import sys
+from importlib.metadata import requires
+
+
+def name(requirement):
+    return re.sub(r"[-_.]+", "-", re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1)).lower()
+
+
+torch_requires = {name(r) for r in requires("torch") or [] if "extra ==" not in r}
+for line in open(sys.argv[1]):
+    if line.startswith("#") or not line.strip() or name(line) not in torch_requires:
+        sys.stdout.write(line)
+EOF
+echo "[setup] installing brainmets and its dependencies (versions: $LOCK)"
+pip_install -c "$CONSTRAINTS" -e ".[test]"
 .venv/bin/python -c "import torch, monai, brainmets; print(f'[setup] ok: torch {torch.__version__}, monai {monai.__version__}, brainmets {brainmets.__version__}')"

@@ -8,15 +8,24 @@ same message in both places, before any job starts.
 Validation has two layers:
 
 1. the JSON schema ``brainmets/schemas/config.schema.yaml`` (also reachable as
-   ``workflow/schemas/config.schema.yaml``): types, allowed values, unknown keys;
+   ``workflow/schemas/config.schema.yaml``) covers every section, the models'
+   per-architecture keys included: types, allowed values, unknown keys;
    defaults written there fill keys the config leaves out;
 2. rules a schema cannot express: split fractions summing to 1, model names
    that must exist under ``models:``, modality subsets (``t1c+t1n+t2f``,
    ``[t1c, t1n, t2f]``, ``all``, ``selected``) rewritten to canonical keys,
-   choosing on the test split only when ``selection.allow_test`` says so.
+   [low, high] ranges in order, choosing on the test split only when
+   ``selection.allow_test`` says so.
+
+The readers of the validated config (:func:`brainmets.training.training_settings`,
+:class:`brainmets.inference.InferenceSettings`, :mod:`brainmets.reporting.collect`,
+:func:`brainmets.models.build_model`) check nothing again.
+:func:`validate_section` and :func:`validate_model` validate one section or one
+registry entry on its own (tests, benchmarks, a model file's stored entry).
 
 Every problem found is reported in one :class:`ConfigError` whose lines name
-the key (``data.split.fractions``), the value and what is allowed. Why not
+the key (``data.split.fractions``, ``models.unet.filterz``), the value and what
+is allowed, with a did-you-mean hint for a misspelt key or value. Why not
 ``snakemake.utils.validate``: it stops at the first error and prints the raw
 jsonschema report (the whole sub-schema), and it shares default objects
 between the schema and the config; the CLI needs the same check anyway.
@@ -33,20 +42,16 @@ import copy
 import difflib
 import functools
 import math
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from brainmets.constants import ALL_FOUR, all_subsets, subset_key
+from brainmets.constants import ALL, SELECTED, all_subsets, canonical_subset
 from brainmets.errors import BrainmetsError
 
 #: The JSON schema shipped inside the package.
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
-
-#: Subset alias for the subset chosen by the modality study (see architecture.md).
-SELECTED = "selected"
-#: Subset alias for all four sequences.
-ALL = "all"
 
 #: Resources of each kind of job when the config leaves a key out. Sized for the
 #: embedded CPU default; the paper config raises runtime/mem and asks for GPUs.
@@ -163,7 +168,7 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     """
     if not isinstance(config, dict):
         raise ConfigError(source, [f"the configuration must be a mapping, got {type(config).__name__}"])
-    problems = _schema_problems(config)
+    problems = _schema_problems(config, _validator())
     if problems:
         # Cross-field checks assume the types the schema guarantees.
         raise ConfigError(source, problems)
@@ -173,25 +178,76 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     return config
 
 
-def _schema_problems(config: dict[str, Any]) -> list[str]:
+def validate_section(name: str, value: Any = None, source: str = "config") -> Any:
+    """A copy of one top-level section (``training``, ``inference``, ...) validated, defaults filled.
+
+    ``None`` stands for a section the config leaves out (all defaults).
+    Only the schema applies: the cross-section rules need the whole config.
+    """
+    schema = load_schema()
+    if name not in schema["properties"]:
+        raise ConfigError(source, [f"unknown config section {name!r}; sections: {', '.join(schema['properties'])}"])
+    wrapper = {} if value is None else {name: copy.deepcopy(value)}
+    problems = _schema_problems(wrapper, _validator(name))
+    if problems:
+        raise ConfigError(source, problems)
+    return wrapper[name]
+
+
+def validate_model(name: str, spec: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """A copy of registry entry ``models.<name>`` validated against its architecture, defaults filled."""
+    return validate_section("models", {name: dict(spec) if isinstance(spec, Mapping) else spec}, source)[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(section: str | None = None):
+    """The schema's validator (of one top-level section when ``section`` is given) that fills defaults.
+
+    Two keywords are extended. ``properties`` fills a missing key from its
+    ``default`` before validating, so nested defaults apply too ({} -> its
+    keys); deep copies, so the schema's default objects never end up shared
+    with a config. ``oneOf`` finds the one branch the instance matches (checked
+    without filling anything) and validates it with filling, so only the chosen
+    architecture's or optimiser's defaults land in the config; when none or
+    several match, the plain ``oneOf`` reports them.
+    """
     from jsonschema import Draft202012Validator, validators
 
     schema = load_schema()
+    if section is not None:
+        schema = {"$defs": schema["$defs"], "type": "object",
+                  "properties": {section: schema["properties"][section]}}
+    plain = Draft202012Validator(schema)
     base_properties = Draft202012Validator.VALIDATORS["properties"]
+    base_one_of = Draft202012Validator.VALIDATORS["oneOf"]
 
     def properties_with_defaults(validator, properties, instance, subschema):
-        # Fill defaults before validating, so nested defaults apply too ({} -> its keys).
-        # Deep copies: the schema's default objects must never end up shared with a config.
         if isinstance(instance, dict):
             for name, prop in properties.items():
                 if "default" in prop and name not in instance:
                     instance[name] = copy.deepcopy(prop["default"])
         yield from base_properties(validator, properties, instance, subschema)
 
-    validator_class = validators.extend(Draft202012Validator, {"properties": properties_with_defaults})
-    validator = validator_class(schema)
+    def one_of_with_defaults(validator, one_of, instance, subschema):
+        matching = [i for i, branch in enumerate(one_of) if plain.evolve(schema=branch).is_valid(instance)]
+        if len(matching) == 1:
+            yield from validator.descend(instance, one_of[matching[0]], schema_path=matching[0])
+        else:
+            yield from base_one_of(plain.evolve(schema=subschema), one_of, instance, subschema)
+
+    cls = validators.extend(Draft202012Validator,
+                            {"properties": properties_with_defaults, "oneOf": one_of_with_defaults})
+    return cls(schema)
+
+
+def _schema_problems(config: dict[str, Any], validator) -> list[str]:
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    return [_describe_schema_error(e) for e in errors]
+    problems: list[str] = []
+    for error in errors:
+        for line in _describe_schema_error(error):
+            if line not in problems:
+                problems.append(line)
+    return problems
 
 
 def _key_path(path) -> str:
@@ -201,7 +257,16 @@ def _key_path(path) -> str:
     return out or "(top level)"
 
 
-def _describe_schema_error(error) -> str:
+def _did_you_mean(value: Any, allowed: list[Any], prefix: str = "") -> str:
+    """A hint naming allowed values that contain ``value`` as a ``_``-separated word
+    (``unet`` -> ``monai_unet``), then the closest spelling."""
+    names = [str(a) for a in allowed]
+    hints = [n for n in names if str(value) in n.split("_") and n != str(value)]
+    hints += [h for h in difflib.get_close_matches(str(value), names, n=1) if h not in hints]
+    return f" (did you mean {' or '.join(prefix + h for h in hints[:2])}?)" if hints else ""
+
+
+def _describe_schema_error(error) -> list[str]:
     where = _key_path(error.absolute_path)
     value = error.instance
     kind = error.validator
@@ -210,21 +275,67 @@ def _describe_schema_error(error) -> str:
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(value) - set(allowed))
         prefix = "" if where == "(top level)" else f"{where}."
-        parts = []
-        for key in extra:
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            parts.append(f"unknown config key {prefix}{key}" + (f" (did you mean {prefix}{hint[0]}?)" if hint else ""))
-        return "; ".join(parts) + f"; allowed keys here: {', '.join(allowed)}"
+        parts = [f"unknown config key {prefix}{key}" + _did_you_mean(key, allowed, prefix) for key in extra]
+        return ["; ".join(parts) + f"; allowed keys here: {', '.join(allowed)}"]
     if kind == "enum":
-        return f"config key {where} is {value!r}; allowed: {', '.join(map(str, error.validator_value))}"
+        allowed = error.validator_value
+        return [f"config key {where} is {value!r}; allowed: {', '.join(map(str, allowed))}"
+                + _did_you_mean(value, allowed)]
+    if kind == "oneOf" and error.context:
+        return _describe_one_of(error)
     description = schema.get("description")
     if kind in ("anyOf", "oneOf", "const"):
         parent = error.parent.schema.get("description") if error.parent is not None else None
-        return f"config key {where} is {value!r}; expected {description or parent or error.message}"
+        return [f"config key {where} is {value!r}; expected {description or parent or error.message}"]
+    if kind == "required":
+        return [f"config key {where}: {error.message}"]
     if kind == "pattern" and "A-Za-z" in str(error.validator_value):
-        return (f"config key {where}: the name {value!r} must start with a letter and hold only "
-                "letters, digits, '_' and '-'")
-    return f"config key {where}: {error.message}" + (f" (expected {description})" if description else "")
+        return [f"config key {where}: the name {value!r} must start with a letter and hold only "
+                "letters, digits, '_' and '-'"]
+    return [f"config key {where}: {error.message}" + (f" (expected {description})" if description else "")]
+
+
+def _describe_one_of(error) -> list[str]:
+    """A discriminated union (a model's ``arch``, an optimiser's ``name``): the meant branch's errors.
+
+    The discriminator is the key whose ``const``/``enum`` fails in the most
+    branches; a branch failing on it is not the one meant. When exactly one
+    branch is left, its errors are the problems; when none is, the
+    discriminator's value is the problem and the allowed values are listed.
+    """
+    branches: dict[int, list] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+
+    def fails_on(sub) -> str | None:
+        """The key of the instance whose const/enum ``sub`` reports, if it is one."""
+        if sub.validator in ("const", "enum") and len(sub.relative_path) == 1:
+            return sub.relative_path[0]
+        return None
+
+    counts = Counter(key for subs in branches.values() for key in {fails_on(s) for s in subs} if key is not None)
+    key = counts.most_common(1)[0][0] if counts else None
+    meant = [subs for subs in branches.values() if key is None or all(fails_on(s) != key for s in subs)]
+    if len(meant) == 1:
+        return [line for sub in meant[0] for line in _describe_schema_error(sub)]
+    if meant:
+        # e.g. the discriminator itself is missing: every branch says so
+        described = [[line for sub in subs for line in _describe_schema_error(sub)] for subs in meant]
+        common = [line for line in described[0] if all(line in other for other in described[1:])]
+        if common:
+            return common
+    if key is not None and not meant:
+        allowed: list[Any] = []
+        for sub in error.context:
+            if fails_on(sub) == key:
+                values = [sub.validator_value] if sub.validator == "const" else sub.validator_value
+                allowed += [v for v in values if v not in allowed]
+        value = error.instance[key]
+        return [f"config key {_key_path([*error.absolute_path, key])} is {value!r}; "
+                f"allowed: {', '.join(map(str, allowed))}" + _did_you_mean(value, allowed)]
+    description = error.schema.get("description")
+    return [f"config key {_key_path(error.absolute_path)} is {error.instance!r}; "
+            f"expected {description or error.message}"]
 
 
 def _semantic_problems(config: dict[str, Any]) -> list[str]:
@@ -275,6 +386,10 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
                 + f"; defined models: {', '.join(sorted(models)) or '(none)'}"
             )
 
+    for key, value in config["training"]["augmentation"].items():
+        if isinstance(value, list) and value[0] > value[1]:
+            problems.append(f"config key training.augmentation.{key} is {value}; expected [low, high] with low <= high")
+
     if sel["split"] == "test" and not sel["allow_test"]:
         problems.append(
             "config key selection.split is 'test': choosing the subset on the test split leaks the "
@@ -294,16 +409,11 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
 
 
 def _canonical(value: Any, where: str, problems: list[str], aliases: bool) -> str | None:
-    """Canonical subset key of a config value; ``all``/``selected`` when ``aliases``."""
-    if aliases and value == SELECTED:
-        return SELECTED
-    if aliases and value == ALL:
-        return ALL_FOUR
-    mods = value if isinstance(value, list) else [m.strip() for m in str(value).split("+")]
+    """Canonical subset key of a config value (``all``/``selected`` when ``aliases``), or None and a problem."""
     try:
-        return subset_key(mods)
+        return canonical_subset(value, aliases=aliases)
     except BrainmetsError as exc:
-        aliases_hint = "; 'selected' and 'all' (all four) are accepted too" if aliases else ""
+        aliases_hint = f"; {SELECTED!r} and {ALL!r} (all four) are accepted too" if aliases else ""
         problems.append(f"config key {where} is {value!r}: {exc}{aliases_hint}")
         return None
 

@@ -71,6 +71,27 @@ def all_subsets() -> list[str]:
 
 ALL_FOUR: str = subset_key(MODALITIES)
 
+#: Subset alias for the subset the modality study chose (read from its decision
+#: file by :mod:`brainmets.decision`); a path component of the two-stage runs.
+SELECTED = "selected"
+#: Subset alias for all four sequences (canonicalised to :data:`ALL_FOUR`).
+ALL = "all"
+
+
+def canonical_subset(value: str | Iterable[str], aliases: bool = False) -> str:
+    """Canonical key of a subset written as ``t2f + t1c``, ``t1c+t2f`` or ``[t2f, t1c]``.
+
+    With ``aliases``, ``all`` becomes :data:`ALL_FOUR` and ``selected`` stays
+    ``selected`` (it names a decision, resolved later). Raises
+    :class:`BrainmetsError` naming an unknown modality.
+    """
+    if aliases and value == SELECTED:
+        return SELECTED
+    if aliases and value == ALL:
+        return ALL_FOUR
+    mods = value if isinstance(value, (list, tuple)) else [m.strip() for m in str(value).split("+") if m.strip()]
+    return subset_key(mods)
+
 
 def subset_label(key: str) -> str:
     """Human-readable subset name, e.g. 'T1c+T1+FLAIR'."""

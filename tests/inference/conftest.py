@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from brainmets.config import validate_model, validate_section
 from brainmets.constants import MODALITIES
 from brainmets.data.preprocess import preprocess_case
+from brainmets.inference import InferenceSettings
 from brainmets.models import build_model, save_trained
 
 #: (case, split, original shape, affine): non-RAS storage on purpose, so the inverse matters.
@@ -20,9 +22,18 @@ CASES = [
     ("BraTS-MET-90002-000", "test", (24, 22, 28), np.array([[0, -1.0, 0, 11], [0, 0, 1.2, -14], [-1.1, 0, 0, 12], [0, 0, 0, 1]])),
 ]
 PATCH = [16, 16, 16]
-SEGMENTOR = {"arch": "dynunet", "filters": [4, 8, 16, 16], "residual": True, "deep_supervision": 2, "patch": PATCH}
-UNET = {"arch": "dynunet", "filters": [4, 8, 16], "residual": False, "deep_supervision": 0, "patch": PATCH}
-DETECTOR = {"arch": "densenet121", "init_features": 4, "growth_rate": 4, "block_config": [1, 1], "bn_size": 2, "patch": PATCH}
+# registry entries as the config validator hands them to build_model (defaults filled)
+SEGMENTOR = validate_model("segmentor", {"arch": "dynunet", "filters": [4, 8, 16, 16], "residual": True,
+                                         "deep_supervision": 2, "patch": PATCH})
+UNET = validate_model("unet", {"arch": "dynunet", "filters": [4, 8, 16], "residual": False, "deep_supervision": 0,
+                               "patch": PATCH})
+DETECTOR = validate_model("detector", {"arch": "densenet121", "init_features": 4, "growth_rate": 4,
+                                       "block_config": [1, 1], "bn_size": 2, "patch": PATCH})
+
+
+def inference_settings(**keys) -> InferenceSettings:
+    """Settings from an ``inference`` section holding ``keys`` (the schema's defaults for the rest)."""
+    return InferenceSettings(**validate_section("inference", keys))
 SUBSET = "t1c+t1n+t2f"
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from brainmets.inference import (
-    InferenceSettings,
     inference_runtime,
     predict_single_pass,
     prepare_network,
@@ -15,6 +14,8 @@ from brainmets.inference import (
     sliding_window_count,
     window_starts,
 )
+
+from .conftest import inference_settings
 
 
 def test_labels_follow_nesting():
@@ -71,7 +72,7 @@ def _info(patch, in_channels=3):
 @pytest.mark.parametrize("blend", ["constant", "gaussian"])
 @pytest.mark.parametrize("shape", [(20, 24, 18), (12, 30, 16)])
 def test_sliding_window_count_matches_monai_and_constant_output_is_preserved(shape, blend):
-    settings = InferenceSettings(overlap=0.5, batch_size=3, blend=blend, device="cpu")
+    settings = inference_settings(overlap=0.5, batch_size=3, blend=blend, device="cpu")
     runtime = inference_runtime(settings)
     network = prepare_network(_Constant(0.8), _info((8, 16, 16)), runtime)
     result = predict_single_pass(network, torch.randn(4, *shape), settings, runtime)

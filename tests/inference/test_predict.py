@@ -10,9 +10,10 @@ import yaml
 
 from brainmets.cli import main as cli_main
 from brainmets.errors import BrainmetsError
-from brainmets.inference import TABLE_COLUMNS, TWO_STAGE_COLUMNS, InferenceSettings, predict_splits
+from brainmets.config import ConfigError
+from brainmets.inference import TABLE_COLUMNS, TWO_STAGE_COLUMNS, predict_splits
 
-from .conftest import CASES, DETECTOR, SEGMENTOR, UNET
+from .conftest import CASES, DETECTOR, SEGMENTOR, UNET, inference_settings
 
 
 def _check_predictions(out_dir, cohort, splits=("val", "test")):
@@ -32,7 +33,7 @@ def _check_predictions(out_dir, cohort, splits=("val", "test")):
 
 @pytest.mark.parametrize("cache", ["cache", "cache_2mm"])
 def test_single_pass_writes_original_grid_labels_and_table(tmp_path, cohort, model_files, cache):
-    settings = InferenceSettings(batch_size=2, device="cpu")
+    settings = inference_settings(batch_size=2, device="cpu")
     tables = predict_splits(
         model_files["unet"], cohort[cache], cohort["splits"], ["val", "test"], tmp_path, settings, progress=False
     )
@@ -83,7 +84,7 @@ def test_two_stage_with_a_rejecting_detector_predicts_background(tmp_path, cohor
     from .conftest import save_model
 
     rejecting = save_model(tmp_path / "reject" / "model.pt", "detector", DETECTOR, "detection", -50.0)
-    settings = InferenceSettings(batch_size=4, device="cpu")
+    settings = inference_settings(batch_size=4, device="cpu")
     tables = predict_splits(
         model_files["segmentor"], cohort["cache"], cohort["splits"], ["test"], tmp_path / "out", settings,
         detector_path=rejecting, progress=False,
@@ -98,12 +99,12 @@ def test_two_stage_with_a_rejecting_detector_predicts_background(tmp_path, cohor
 def test_wrong_model_kinds_and_settings_are_clear_errors(tmp_path, cohort, model_files):
     common = dict(cache_dir=cohort["cache"], splits_path=cohort["splits"], splits=["val"], out_dir=tmp_path, progress=False)
     with pytest.raises(BrainmetsError, match="holds a detection model.*expected segmentation"):
-        predict_splits(model_files["detector"], settings=InferenceSettings(device="cpu"), **common)
+        predict_splits(model_files["detector"], settings=inference_settings(device="cpu"), **common)
     with pytest.raises(BrainmetsError, match="holds a segmentation model.*expected detection"):
-        predict_splits(model_files["unet"], detector_path=model_files["unet"], settings=InferenceSettings(device="cpu"), **common)
-    with pytest.raises(BrainmetsError, match="unknown key.*overlapp"):
-        InferenceSettings.from_config({"inference": {"overlapp": 0.5}})
-    with pytest.raises(BrainmetsError, match="overlap must be in"):
-        InferenceSettings.from_config({"inference": {"overlap": 1.0}})
+        predict_splits(model_files["unet"], detector_path=model_files["unet"], settings=inference_settings(device="cpu"), **common)
+    with pytest.raises(ConfigError, match=r"unknown config key inference.overlapp \(did you mean inference.overlap\?\)"):
+        inference_settings(overlapp=0.5)
+    with pytest.raises(ConfigError, match="inference.overlap: 1.0 is greater than or equal to the maximum of 1"):
+        inference_settings(overlap=1.0)
     with pytest.raises(BrainmetsError, match="not found"):
-        predict_splits(tmp_path / "nope.pt", settings=InferenceSettings(device="cpu"), **common)
+        predict_splits(tmp_path / "nope.pt", settings=inference_settings(device="cpu"), **common)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from brainmets.errors import BrainmetsError
-from brainmets.inference import InferenceSettings, inference_runtime, predict_two_stage, prepare_network, window_starts
+from brainmets.inference import inference_runtime, predict_two_stage, prepare_network, window_starts
 from brainmets.models import build_model
 
-from .conftest import DETECTOR, SEGMENTOR, model_info
+from .conftest import DETECTOR, SEGMENTOR, inference_settings, model_info
 
-SETTINGS = InferenceSettings(overlap=0.5, batch_size=4, device="cpu")
+SETTINGS = inference_settings(overlap=0.5, batch_size=4, device="cpu")
 RUNTIME = inference_runtime(SETTINGS)
 
 

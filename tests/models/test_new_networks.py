@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from brainmets.config import validate_model
 from brainmets.errors import BrainmetsError
 from brainmets.models import build_model, count_parameters, model_flops
 from brainmets.models.mlp_unext import shift_groups
@@ -56,7 +57,7 @@ PAPER_SIZE_GMAC = {
 
 def _meta_model(arch: str, patch=(128, 128, 128), **keys):
     with torch.device("meta"):
-        return build_model(arch, {"arch": arch, "patch": list(patch), **keys}, 4, 3)
+        return build_model(arch, validate_model(arch, {"arch": arch, "patch": list(patch), **keys}), 4, 3)
 
 
 @pytest.mark.parametrize("arch, f_maps", sorted(PYTORCH3DUNET_PARAMETERS))
@@ -87,7 +88,8 @@ def test_resenc_unet_matches_dynamic_network_architectures():
 
 
 def test_resenc_unet_blocks_start_as_their_skip():
-    model = build_model("r", {"arch": "resenc_unet", "features": [4, 8], "blocks": [2, 2], "patch": [8] * 3}, 1, 2)
+    spec = validate_model("r", {"arch": "resenc_unet", "features": [4, 8], "blocks": [2, 2], "patch": [8] * 3})
+    model = build_model("r", spec, 1, 2)
     last_norms = [m.conv2[1] for m in model.modules() if type(m).__name__ == "ResidualBlockD"]
     assert len(last_norms) == 4
     assert all(torch.count_nonzero(n.weight) == 0 and torch.count_nonzero(n.bias) == 0 for n in last_norms)
@@ -115,9 +117,9 @@ def test_nnformer_attention_windows_must_tile_the_feature_maps():
     spec = {"arch": "nnformer", "embed_dim": 12, "num_heads": [1, 1, 2, 2], "window_sizes": [3, 3, 3, 3],
             "embed_patch": 2, "patch": [16, 16, 16]}  # fmt: skip
     with pytest.raises(BrainmetsError, match=r"model 'nnf'.*\[8, 8, 8\] is not divisible by its attention window 3"):
-        build_model("nnf", spec, 4, 3)
+        build_model("nnf", validate_model("nnf", spec), 4, 3)
     with pytest.raises(BrainmetsError, match="divisible by 16"):
-        build_model("nnf", {**spec, "window_sizes": [2, 2, 2, 2], "patch": [16, 16, 24]}, 4, 3)
+        build_model("nnf", validate_model("nnf", {**spec, "window_sizes": [2, 2, 2, 2], "patch": [16, 16, 24]}), 4, 3)
 
 
 def test_nnformer_skip_attention_uses_the_encoder_features():
@@ -125,7 +127,7 @@ def test_nnformer_skip_attention_uses_the_encoder_features():
     torch.manual_seed(0)
     spec = {"arch": "nnformer", "embed_dim": 12, "num_heads": [1, 1, 2, 2], "window_sizes": [2, 2, 2, 2],
             "embed_patch": 2, "drop_path": 0.0, "patch": [16, 16, 16]}  # fmt: skip
-    model = build_model("nnf", spec, 1, 2).eval()
+    model = build_model("nnf", validate_model("nnf", spec), 1, 2).eval()
     first_decoder_block = model.decoder[-1][0]
     assert first_decoder_block.attn.skip_attention and first_decoder_block.shift == 0
     assert model.decoder[-1][1].shift == 1 and not model.decoder[-1][1].attn.skip_attention

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from brainmets.config import ConfigError, load_schema, validate_model
 from brainmets.errors import BrainmetsError
 from brainmets.models import (
     ARCHITECTURES,
@@ -25,7 +27,8 @@ def _load_tiny_specs() -> dict:
     spec = importlib.util.spec_from_file_location("tiny_specs", Path(__file__).with_name("tiny_specs.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.TINY_SPECS
+    # registry entries as the config validator hands them to build_model: defaults filled
+    return {name: validate_model(name, entry) for name, entry in module.TINY_SPECS.items()}
 
 
 TINY_SPECS = _load_tiny_specs()
@@ -34,6 +37,15 @@ TINY_SPECS = _load_tiny_specs()
 def test_tiny_specs_cover_every_architecture():
     archs = {s["arch"] for s in TINY_SPECS.values()}
     assert archs == set(ARCHITECTURES)
+
+
+def test_schema_and_registry_know_the_same_architectures():
+    defs = load_schema()["$defs"]
+    in_schema = set()
+    for branch in defs["model"]["oneOf"]:
+        arch = defs[branch["$ref"].split("/")[-1]]["properties"]["arch"]
+        in_schema |= {arch["const"]} if "const" in arch else set(arch["enum"])
+    assert in_schema == set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("in_channels", [1, 3, 4])
@@ -114,25 +126,37 @@ def test_bad_patch_is_a_clear_error(name, patch, match):
         build_model(name, {**TINY_SPECS[name], "patch": patch}, 4, 3)
 
 
-def test_unknown_arch_and_keys_are_errors():
-    with pytest.raises(BrainmetsError, match="unknown arch 'resnet9000'"):
-        build_model("x", {"arch": "resnet9000", "patch": [16, 16, 16]}, 4, 3)
-    with pytest.raises(BrainmetsError, match="unknown key.*filtres"):
-        build_model("x", {"arch": "dynunet", "filtres": [4, 8], "patch": [16, 16, 16]}, 4, 3)
-    with pytest.raises(BrainmetsError, match="no 'patch'"):
-        build_model("x", {"arch": "dynunet", "filters": [4, 8]}, 4, 3)
+def test_unknown_arch_and_keys_are_config_errors():
+    with pytest.raises(ConfigError, match="models.x.arch is 'resnet9000'; allowed: dynunet, densenet121"):
+        validate_model("x", {"arch": "resnet9000", "patch": [16, 16, 16]})
+    with pytest.raises(ConfigError, match="models.x.arch is 'unet'.*did you mean monai_unet"):
+        validate_model("x", {"arch": "unet", "patch": [16, 16, 16]})
+    with pytest.raises(ConfigError, match=r"unknown config key models.x.filtres \(did you mean models.x.filters\?\)"):
+        validate_model("x", {"arch": "dynunet", "filtres": [4, 8], "patch": [16, 16, 16]})
+    with pytest.raises(ConfigError, match="models.x: 'patch' is a required property"):
+        validate_model("x", {"arch": "dynunet", "filters": [4, 8]})
+    with pytest.raises(ConfigError, match="models.x.features: .* is too short"):
+        validate_model("x", {"arch": "basicunet", "features": [4, 4], "patch": [32] * 3})
     with pytest.raises(BrainmetsError, match="deep_supervision=3"):
         build_model("x", {**TINY_SPECS["unet"], "deep_supervision": 3}, 4, 3)
 
 
+def test_defaults_come_from_the_schema():
+    assert validate_model("d", {"arch": "dynunet", "patch": [128] * 3})["filters"] == [32, 64, 128, 256, 320]
+    detector = validate_model("d", {"arch": "densenet121", "patch": [64] * 3})
+    assert (detector["task"], detector["block_config"], detector["dropout"]) == ("detection", [6, 12, 24, 16], 0.2)
+
+
 def test_paper_unet_is_478_gmac_and_two_stage_networks_60_and_7():
     """The paper's per-window GFLOPs are GMACs of exactly these networks (counted on the meta device)."""
-    unet = build_model("unet", {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "patch": [128] * 3}, 4, 3)
+    unet_spec = validate_model("unet", {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "patch": [128] * 3})
+    unet = build_model("unet", unet_spec, 4, 3)
     assert model_flops(unet, 4, [128] * 3) / 2e9 == pytest.approx(478.1, rel=2e-3)
-    segmentor_spec = {"arch": "dynunet", "residual": True, "deep_supervision": 2, "patch": [64] * 3}
+    segmentor_spec = validate_model("segmentor", {"arch": "dynunet", "residual": True, "deep_supervision": 2,
+                                                  "patch": [64] * 3})
     segmentor = build_model("segmentor", segmentor_spec, 4, 3)
     assert model_flops(segmentor, 4, [64] * 3) / 2e9 == pytest.approx(59.9, rel=2e-3)
-    detector = build_model("detector", {"arch": "densenet121", "patch": [64] * 3}, 3, 1)
+    detector = build_model("detector", validate_model("detector", {"arch": "densenet121", "patch": [64] * 3}), 3, 1)
     assert model_flops(detector, 3, [64] * 3) / 2e9 == pytest.approx(6.8, rel=2e-3)
     assert count_parameters(detector) > 11_000_000
 
@@ -186,6 +210,11 @@ def test_load_errors_name_the_file(tmp_path):
         load_trained(foreign)
     with pytest.raises(BrainmetsError, match="lacks seed"):
         save_trained(tmp_path / "m.pt", torch.nn.Linear(1, 1), {k: v for k, v in _info("unet").items() if k != "seed"})
+    # a model file is input: its stored registry entry is validated like a config's (here: the old arch name)
+    renamed = tmp_path / "old.pt"
+    save_trained(renamed, torch.nn.Linear(1, 1), {**_info("resunet"), "spec": {**TINY_SPECS["resunet"], "arch": "unet"}})
+    with pytest.raises(ConfigError, match="(?s)" + re.escape(f"model file {renamed}") + ".*models.resunet.arch is 'unet'"):
+        load_trained(renamed)
 
 
 def test_every_model_of_the_default_config_builds():
@@ -196,6 +225,6 @@ def test_every_model_of_the_default_config_builds():
     from brainmets.config import load_config
 
     for name, spec in load_config(config_path)["models"].items():
-        out_channels = 1 if str(spec["arch"]).startswith("densenet") else 3
+        out_channels = 1 if spec["task"] == "detection" else 3
         model = build_model(name, spec, 3, out_channels)
         assert model_flops(model, 3, spec["patch"]) > 0

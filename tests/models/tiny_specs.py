@@ -4,7 +4,7 @@ TINY_SPECS: dict[str, dict] = {
     "unet": {"arch": "dynunet", "filters": [4, 8, 16], "residual": False, "deep_supervision": 0, "patch": [16, 16, 16]},
     "segmentor": {"arch": "dynunet", "filters": [4, 8, 16, 16], "residual": True, "deep_supervision": 2, "patch": [16, 16, 16]},
     "detector": {"arch": "densenet121", "init_features": 4, "growth_rate": 4, "block_config": [1, 1], "bn_size": 2, "dropout": 0.2, "patch": [16, 16, 16]},
-    "resunet": {"arch": "unet", "channels": [4, 8, 16], "num_res_units": 1, "patch": [16, 16, 16]},
+    "resunet": {"arch": "monai_unet", "channels": [4, 8, 16], "num_res_units": 1, "patch": [16, 16, 16]},
     "attentionunet": {"arch": "attentionunet", "channels": [4, 8, 16], "patch": [16, 16, 16]},
     "basicunet": {"arch": "basicunet", "features": [4, 4, 8, 8, 16, 4], "patch": [32, 32, 32]},
     "vnet": {"arch": "vnet", "dropout": 0.0, "patch": [16, 16, 16]},

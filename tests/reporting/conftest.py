@@ -37,9 +37,9 @@ RUNS = {
     # f=1 0.06, f=4 0); segresnet best (lowest) HD95, unet second.
     ("baselines", "unet", ALL_FOUR): dict(val=0.40, test=0.40, hd=4.0, noise=4),
     ("baselines", "segresnet", ALL_FOUR): dict(val=0.45, test=0.60, hd=2.0, noise=5),
-    ("twostage", "twostage", "selected"): dict(val=0.60, test=0.62, hd=6.0, noise=6),
+    ("twostage", "combined", "selected"): dict(val=0.60, test=0.62, hd=6.0, noise=6),
     # All four: legacy Dice identical to the selected model on every case (all-zero differences).
-    ("twostage", "twostage", ALL_FOUR): dict(val=0.55, test=0.55, hd=7.0, noise=1, legacy_as="selected"),
+    ("twostage", "combined", ALL_FOUR): dict(val=0.55, test=0.55, hd=7.0, noise=1, legacy_as="selected"),
 }
 MODEL_INFO = {
     "unet": dict(parameters=1_500_000, gmac_per_window=12.5, patch=[32, 32, 32]),
@@ -62,7 +62,7 @@ def lesion_dice(run: tuple, split: str, seed: int, case_index: int, region: str)
 
 
 def legacy_dice(run: tuple, split: str, seed: int, case_index: int, region: str) -> float:
-    source = ("twostage", "twostage", RUNS[run]["legacy_as"]) if "legacy_as" in RUNS[run] else run
+    source = ("twostage", "combined", RUNS[run]["legacy_as"]) if "legacy_as" in RUNS[run] else run
     return lesion_dice(source, split, seed, case_index, region) + 0.05
 
 
@@ -200,10 +200,10 @@ def build_results(tmp_path: Path) -> FakeResults:
     config.write_text(
         "seeds: [0, 1]\n"
         "models:\n"
-        "  unet: {arch: dynunet}\n"
-        "  segresnet: {arch: segresnet}\n"
-        "  detector: {arch: densenet121}\n"
-        "  segmentor: {arch: dynunet}\n"
+        "  unet: {arch: dynunet, patch: [16, 16, 16]}\n"
+        "  segresnet: {arch: segresnet, patch: [16, 16, 16]}\n"
+        "  detector: {arch: densenet121, patch: [16, 16, 16]}\n"
+        "  segmentor: {arch: dynunet, patch: [16, 16, 16]}\n"
         "modality_study: {model: unet, subsets: [t1c, t2f, t1c+t2f]}\n"
         "twostage: {detector: detector, segmentor: segmentor, subsets: [selected, all]}\n"
         "baselines: {models: [unet, segresnet], subset: all}\n"

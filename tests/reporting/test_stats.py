@@ -52,3 +52,12 @@ def test_single_seed_has_no_std():
 
     mean, std, n = summarise_seeds(pd.DataFrame({"a": [0.5]}))
     assert n == 1 and mean["a"] == 0.5 and math.isnan(std["a"])
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 6, 8])
+def test_wilcoxon_smallest_p_is_what_scipy_gives_on_same_sign_differences(n):
+    from brainmets.reporting.stats import wilcoxon_smallest_p
+
+    differences = np.arange(1, n + 1, dtype=float)
+    assert wilcoxon_smallest_p(n) == pytest.approx(wilcoxon(differences).pvalue)
+    assert wilcoxon_smallest_p(0) == 1.0

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brainmets.config import validate_config
 from brainmets.data.preprocess import preprocess_case
 from brainmets.training.loop import RunRequest, train
 
@@ -42,7 +43,7 @@ def _config() -> dict:
     config["training"]["val_every"] = 4
     config["training"]["checkpoint_every"] = 4
     config["models"]["detector"]["patch"] = config["models"]["segmentor"]["patch"]
-    return config
+    return validate_config(config)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from brainmets.cli import main as cli_main
+from brainmets.config import validate_section
 from brainmets.constants import LABELS
 from brainmets.data.preprocess import load_case, preprocess_unlabelled, probabilities_to_original_grid
 from brainmets.errors import BrainmetsError
@@ -28,7 +29,7 @@ from brainmets.inference.segment import (
 
 from .conftest import CASES, NEW
 
-SETTINGS = InferenceSettings(batch_size=4, device="cpu")
+SETTINGS = InferenceSettings(**validate_section("inference", {"batch_size": 4, "device": "cpu"}))
 
 
 def model(trained, *names, mirror=False, detectors=()):

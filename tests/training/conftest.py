@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brainmets.config import validate_config
+
 SHAPE = (36, 36, 28)
 PATCH = [16, 16, 16]
 
@@ -94,7 +96,8 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture
 def tiny_config():
-    return copy.deepcopy(TINY_CONFIG)
+    """TINY_CONFIG validated, defaults filled: what `brainmets train` hands to train()."""
+    return validate_config(copy.deepcopy(TINY_CONFIG))
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,11 @@ import pytest
 import torch
 import yaml
 
+from brainmets.config import validate_config, validate_model
+from brainmets.decision import resolve_subset
 from brainmets.errors import BrainmetsError
 from brainmets.models import build_model, forward_outputs, load_trained
-from brainmets.training.loop import RunRequest, resolve_subset, train
+from brainmets.training.loop import RunRequest, train
 from brainmets.training.losses import region_targets, segmentation_loss
 from brainmets.training.sampling import PatchSampler
 from brainmets.training.schedules import build_optimizer
@@ -39,7 +41,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_data, tiny_config):
     model = build_model("segmentor", spec, 2, 3)
     batch = PatchSampler(cache, ["case-000", "case-003"], [1, 3], spec["patch"], batch_patients=2,
                          crops_per_patient=2, pos_fraction=1.0, task="segmentation", seed=0).batch(0)
-    optimizer = build_optimizer(model.parameters(), training_settings({}).segmentation.optimizer)
+    optimizer = build_optimizer(model.parameters(), training_settings(tiny_config).segmentation.optimizer)
     target = region_targets(batch.label)
     losses = []
     for _ in range(8):
@@ -93,7 +95,7 @@ def test_resumed_run_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path
 
 def test_resume_with_other_settings_is_refused(tiny_data, tiny_config, tmp_path):
     train(tiny_config, request(tiny_data, tmp_path / "run"), progress=False, stop_at=2)
-    tiny_config["training"]["segmentation"]["optimizer"] = {"lr": 0.02}
+    tiny_config["training"]["segmentation"]["optimizer"]["lr"] = 0.02
     with pytest.raises(BrainmetsError, match="different settings"):
         train(tiny_config, request(tiny_data, tmp_path / "run"), progress=False)
 
@@ -117,9 +119,9 @@ def test_train_on_detected_patches(tiny_data, tiny_config, tmp_path, caplog):
 def test_errors_name_the_problem(tiny_data, tiny_config, tmp_path):
     with pytest.raises(BrainmetsError, match="'nonet' is not in the config"):
         train(tiny_config, request(tiny_data, tmp_path / "a", "nonet"), progress=False)
-    tiny_config["training"]["segmentation"]["crops"] = 3
-    with pytest.raises(BrainmetsError, match="training.segmentation.crops"):
-        train(tiny_config, request(tiny_data, tmp_path / "b"), progress=False)
+    tiny_config["training"]["segmentation"]["crops"] = 3  # a typo: the config is refused before training
+    with pytest.raises(BrainmetsError, match="unknown config key training.segmentation.crops"):
+        validate_config(tiny_config)
 
 
 def test_resolve_subset(tmp_path):
@@ -133,8 +135,8 @@ def test_resolve_subset(tmp_path):
 
 def test_segresnetvae_trains_with_its_vae_loss(tiny_data, tiny_config, tmp_path):
     # its VAE term is added to the loss, and channels_last "auto" must keep it in NCDHW (its VAE head .view()s)
-    tiny_config["models"]["vae"] = {"arch": "segresnetvae", "init_filters": 4, "blocks_down": [1, 1],
-                                    "blocks_up": [1], "vae_nz": 8, "patch": [16, 16, 16]}
+    tiny_config["models"]["vae"] = validate_model("vae", {"arch": "segresnetvae", "init_filters": 4, "blocks_down": [1, 1],
+                                                          "blocks_up": [1], "vae_nz": 8, "patch": [16, 16, 16]})
     result = train(tiny_config, request(tiny_data, tmp_path / "vae", "vae", iterations=2), progress=False)
     assert result.status == "trained"
     assert pd.read_csv(tmp_path / "vae" / "history.tsv", sep="\t")["loss"].notna().all()

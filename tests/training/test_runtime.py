@@ -3,11 +3,16 @@
 import pytest
 import torch
 
+from brainmets.config import validate_section
 from brainmets.errors import BrainmetsError
 from brainmets.inference import InferenceSettings, inference_runtime
 from brainmets.runtime import Runtime, resolve_device
 
 CUDA = torch.cuda.is_available()
+
+
+def inference_settings(**keys) -> InferenceSettings:
+    return InferenceSettings(**validate_section("inference", keys))
 
 
 def test_device_choice():
@@ -58,7 +63,7 @@ def test_channels_last_inputs_and_models():
 
 
 def test_inference_uses_channels_last_on_cuda_only_by_default():
-    runtime = inference_runtime(InferenceSettings(device="cpu"))
+    runtime = inference_runtime(inference_settings(device="cpu"))
     assert (runtime.device, runtime.channels_last) == (torch.device("cpu"), False)
-    assert inference_runtime(InferenceSettings(device="cpu", channels_last=True)).channels_last is True
-    assert inference_runtime(InferenceSettings()).channels_last is CUDA
+    assert inference_runtime(inference_settings(device="cpu", channels_last=True)).channels_last is True
+    assert inference_runtime(inference_settings()).channels_last is CUDA

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from brainmets.config import validate_section
 from brainmets.constants import subset_channels
 from brainmets.training.augment import PatchAugmenter
 from brainmets.training.losses import detection_targets
@@ -12,12 +13,15 @@ from brainmets.training.settings import AugmentationSettings
 SHAPE = (36, 36, 28)  # the tiny cases' shape (conftest.py)
 TRAIN = ["case-000", "case-001", "case-002", "case-003"]
 
+#: nnU-Net's augmentations: the schema's defaults
+PAPER_AUGMENTATION = AugmentationSettings.from_section(validate_section("training")["augmentation"])
+
 
 def sampler(cache, task="segmentation", pos_fraction=2 / 3, patch=(16, 16, 16), cases=TRAIN, augment=False,
             crops=5, seed=0):
     return PatchSampler(cache, cases, subset_channels("t1c+t2f"), patch, batch_patients=2, crops_per_patient=crops,
                         pos_fraction=pos_fraction, task=task, seed=seed,
-                        augmenter=PatchAugmenter(AugmentationSettings()) if augment else None)
+                        augmenter=PatchAugmenter(PAPER_AUGMENTATION) if augment else None)
 
 
 def test_positive_share_and_centres(tiny_data):

@@ -13,7 +13,8 @@ from brainmets.training.losses import (
     soft_dice_loss,
 )
 from brainmets.training.schedules import LearningRate, build_optimizer, build_scheduler
-from brainmets.training.settings import ScheduleSettings, training_settings
+from brainmets.config import validate_section
+from brainmets.training.settings import ScheduleSettings, TrainingSettings
 
 
 def test_poly_schedule_values():
@@ -24,7 +25,7 @@ def test_poly_schedule_values():
 
 
 def test_warmup_then_cosine_values():
-    lr = LearningRate(ScheduleSettings("warmup_cosine", warmup_iterations=10, warmup_start_lr=1e-6), 4e-4, 110)
+    lr = LearningRate(ScheduleSettings("warmup_cosine", warmup_iterations=10, warmup_start_lr=1e-6, min_lr=0.0), 4e-4, 110)
     assert lr(0) == pytest.approx(1e-6)
     assert lr(5) == pytest.approx(1e-6 + (4e-4 - 1e-6) * 0.5)
     assert lr(10) == pytest.approx(4e-4)  # warm-up done: cosine starts at the peak
@@ -33,12 +34,12 @@ def test_warmup_then_cosine_values():
 
 
 def test_warmup_longer_than_budget_is_clipped():
-    lr = LearningRate(ScheduleSettings("warmup_cosine", warmup_iterations=50, warmup_start_lr=0.0), 1.0, 10)
+    lr = LearningRate(ScheduleSettings("warmup_cosine", warmup_iterations=50, warmup_start_lr=0.0, min_lr=0.0), 1.0, 10)
     assert lr(5) == pytest.approx(0.5) and lr(9) == pytest.approx(0.9)  # steps 0..9 all warm up
 
 
 def test_scheduler_drives_the_optimizer_per_step():
-    settings = training_settings({}).segmentation
+    settings = TrainingSettings.from_section(validate_section("training")).segmentation  # the paper's
     param = torch.nn.Parameter(torch.zeros(1))
     opt = build_optimizer([param], settings.optimizer)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"]

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from brainmets.config import validate_model
 from brainmets.errors import BrainmetsError
 from brainmets.models import load_trained
 from brainmets.training.loop import RunRequest, train
@@ -158,11 +159,11 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_there(tiny_data, tiny_c
 
 
 def test_training_runs_channels_last_where_the_network_suits_it(tiny_data, tiny_config, tmp_path):
-    tiny_config["models"]["vae"] = {"arch": "segresnetvae", "init_filters": 4, "blocks_down": [1, 1],
-                                    "blocks_up": [1], "vae_nz": 8, "patch": [16, 16, 16]}
+    tiny_config["models"]["vae"] = validate_model("vae", {"arch": "segresnetvae", "init_filters": 4, "blocks_down": [1, 1],
+                                                          "blocks_up": [1], "vae_nz": 8, "patch": [16, 16, 16]})
     unet = Trainer(tiny_config, request(tiny_data, tmp_path / "unet"))
     assert unet.runtime.channels_last is True  # on the CPU too: measured faster for training
     assert next(unet.model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     assert Trainer(tiny_config, request(tiny_data, tmp_path / "vae", "vae")).runtime.channels_last is False
-    tiny_config["training"]["channels_last"] = "false"
+    tiny_config["training"]["channels_last"] = False
     assert Trainer(tiny_config, request(tiny_data, tmp_path / "plain")).runtime.channels_last is False

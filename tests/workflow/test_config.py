@@ -60,8 +60,8 @@ def test_paper_config_merged_over_default_is_valid_and_paper_sized():
     assert len(config["baselines"]["models"]) == 7
 
 
-def test_paper_training_and_model_sections_are_accepted_by_their_readers():
-    """The open sections of the schema are checked by the modules that read them."""
+def test_paper_training_and_inference_settings_are_built_from_the_validated_config():
+    from brainmets.inference import InferenceSettings
     from brainmets.training.settings import training_settings
 
     config = validate_config(merge_config(default_config(), yaml.safe_load(PAPER.read_text())))
@@ -69,23 +69,37 @@ def test_paper_training_and_model_sections_are_accepted_by_their_readers():
     assert settings.segmentation.optimizer.name == "sgd"
     assert settings.segmentation.batch_size == 10
     assert settings.detection.schedule.warmup_iterations == 1010
-    assert training_settings(load_config(DEFAULT)).segmentation.iterations < 1000
+    assert settings.augmentation.enabled and settings.augmentation.rotate_prob == 0.2
+    assert InferenceSettings.from_config(config).overlap == 0.5
+    default = load_config(DEFAULT)
+    assert training_settings(default).segmentation.iterations < 1000
+    assert InferenceSettings.from_config(default).batch_size == 8
+
+
+MINIMAL_MODELS = {"unet": {"arch": "dynunet", "patch": [128] * 3}, "detector": {"arch": "densenet121", "patch": [64] * 3},
+                  "segmentor": {"arch": "dynunet", "patch": [64] * 3}}
 
 
 def test_minimal_config_gets_schema_defaults():
-    config = validate_config({"models": {"unet": {"arch": "dynunet"}, "detector": {"arch": "densenet121"},
-                                         "segmentor": {"arch": "dynunet"}}})
+    config = validate_config({"models": copy.deepcopy(MINIMAL_MODELS)})
     assert config["results"] == "results"
     assert config["data"]["split"]["fractions"] == [0.6, 0.2, 0.2]
     assert config["data"]["preprocess_jobs"] == "single"
     assert config["selection"] == {"metric": "lesion_dice", "split": "val", "allow_test": False,
                                    "regions": ["WT", "TC", "ET"], "override": None}
     assert config["resources"]["train"] == RESOURCE_DEFAULTS["train"]
+    assert config["training"]["segmentation"]["iterations"] == 250_000
+    assert config["inference"]["overlap"] == 0.5 and config["reporting"]["size_bins"] == [10.0, 100.0, 1000.0]
+    assert config["models"]["unet"]["filters"] == [32, 64, 128, 256, 320]
+    assert config["models"]["detector"]["task"] == "detection" and config["models"]["unet"]["task"] == "segmentation"
+    # only the chosen architecture's keys are filled in
+    assert "init_features" not in config["models"]["unet"] and "filters" not in config["models"]["detector"]
     # defaults are copies: filling one config must not change the schema's defaults
     config["selection"]["regions"].append("NETC")
-    again = validate_config({"models": {"unet": {"arch": "dynunet"}, "detector": {"arch": "d"},
-                                        "segmentor": {"arch": "d"}}})
+    config["models"]["unet"]["filters"].append(512)
+    again = validate_config({"models": copy.deepcopy(MINIMAL_MODELS)})
     assert again["selection"]["regions"] == ["WT", "TC", "ET"]
+    assert again["models"]["unet"]["filters"] == [32, 64, 128, 256, 320]
 
 
 def test_subsets_are_canonicalised_in_any_spelling():
@@ -148,6 +162,33 @@ def test_misspelt_key_gets_a_suggestion():
     message = problems_of(config)
     assert "unknown config key selection.metrc" in message
     assert "did you mean selection.metric?" in message
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c["models"]["unet"].update(filterz=[8, 16]),
+     ["unknown config key models.unet.filterz (did you mean models.unet.filters?)", "allowed keys here: arch,"]),
+    (lambda c: c["models"]["detector"].update(arch="densenet"),
+     ["config key models.detector.arch is 'densenet'", "densenet121", "did you mean"]),
+    (lambda c: c["models"]["unet"].update(task="segmentaton"),
+     ["config key models.unet.task is 'segmentaton'; allowed: segmentation, detection (did you mean segmentation?)"]),
+    (lambda c: c["models"]["segresnet"].update(blocks_down="1,1"),
+     ["config key models.segresnet.blocks_down: '1,1' is not of type 'array'"]),
+    (lambda c: c["training"]["segmentation"]["optimizer"].update(lrr=0.1),
+     ["unknown config key training.segmentation.optimizer.lrr (did you mean training.segmentation.optimizer.lr?)"]),
+    (lambda c: c["training"]["augmentation"].update(mirror_prob=2),
+     ["config key training.augmentation.mirror_prob: 2 is greater than the maximum of 1"]),
+    (lambda c: c["inference"].update(blend="gauss"),
+     ["config key inference.blend is 'gauss'; allowed: constant, gaussian (did you mean gaussian?)"]),
+    (lambda c: c["reporting"].update(detection_region=["WT"]),
+     ["unknown config key reporting.detection_region (did you mean reporting.detection_regions?)"]),
+], ids=["model key", "model arch", "model task", "model value", "optimizer key", "augmentation value", "inference value",
+        "reporting key"])
+def test_every_section_is_checked_by_the_schema(mutate, expected):
+    config = default_config()
+    mutate(config)
+    message = problems_of(config)
+    for needle in expected:
+        assert needle in message
 
 
 def test_wrong_enum_lists_the_allowed_values():

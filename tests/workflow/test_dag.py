@@ -50,6 +50,22 @@ def test_paper_config_builds_the_full_dag_without_the_data(snakemake):
     assert jobs["preprocess_all"] == 1 and "preprocess" not in jobs
 
 
+@pytest.mark.parametrize("configfile", [[], ["--configfile", str(PAPER)]], ids=["default", "paper"])
+def test_every_job_has_a_benchmark_mirroring_its_log(snakemake, configfile):
+    run = snakemake("-n", *configfile)
+    assert run.returncode == 0, run.output
+    jobs = run.jobs()
+    assert {rule for rule, _ in jobs} >= {"train_modality", "train_detector", "train_segmentor", "train_baseline",
+                                          "predict", "predict_twostage", "evaluate", "index", "split",
+                                          "select_subset", "tables", "figures"}
+    for rule, fields in jobs:
+        if rule == "all":
+            continue
+        results, sep, relpath = fields["log"].partition("/logs/")
+        assert sep and relpath.endswith(".log"), (rule, fields)
+        assert fields.get("benchmark") == f"{results}/benchmarks/{relpath.removesuffix('.log')}.tsv", (rule, fields)
+
+
 def test_paper_training_jobs_ask_for_a_gpu(snakemake):
     run = snakemake("-n", "--configfile", str(PAPER), "--forcerun", "train_modality")
     assert run.returncode == 0, run.output

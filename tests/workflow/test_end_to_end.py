@@ -23,8 +23,8 @@ FIGURES = ["patients_per_split", "modality_heatmap", "qualitative", "training_mo
 RUNS = [
     "modality/unet/t1c/seed0",
     "modality/unet/t1n+t2f/seed0",
-    "twostage/twostage/selected/seed0",
-    "twostage/twostage/t1c+t1n+t2f+t2w/seed0",
+    "twostage/combined/selected/seed0",
+    "twostage/combined/t1c+t1n+t2f+t2w/seed0",
     "baselines/resunet/t1c+t1n+t2f+t2w/seed0",
 ]
 
@@ -34,6 +34,8 @@ def test_reduced_study_runs_end_to_end(snakemake):
     results = snakemake.workdir / "results"
     run = snakemake("--configfile", str(REDUCED), "--cores", "2", timeout=1200)
     assert run.returncode == 0, _failure_report(run, results)
+    # never more threads at once than --cores, also after the index checkpoint (test_scheduling.py)
+    assert run.max_cores_in_use() <= 2, run.output
 
     # data
     splits = pd.read_csv(results / "data" / "splits.tsv", sep="\t")
@@ -65,22 +67,26 @@ def test_reduced_study_runs_end_to_end(snakemake):
     for name in TABLES:
         assert (results / "tables" / f"{name}.csv").stat().st_size > 0, name
         assert "\\begin{tabular}" in (results / "tables" / f"{name}.tex").read_text(), name
+        assert "<table " in (results / "tables" / f"{name}.html").read_text(), name
     table1 = pd.read_csv(results / "tables" / "table1_modality.csv")
     assert len(table1) == 2
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
 
-    # every job left a log; heavy ones a benchmark
-    assert (results / "logs" / "modality" / "unet" / "t1c" / "seed0" / "train.log").is_file()
-    assert (results / "benchmarks" / "modality" / "unet" / "t1c" / "seed0" / "train.tsv").is_file()
+    # every job left a log and a benchmark at the mirrored path
+    for job in ["modality/unet/t1c/seed0/train", "twostage/combined/selected/seed0/predict",
+                "baselines/resunet/t1c+t1n+t2f+t2w/seed0/evaluate_test", "data/index", "tables"]:
+        assert (results / "logs" / f"{job}.log").is_file(), job
+        assert (results / "benchmarks" / f"{job}.tsv").is_file(), job
 
     # the HTML report holds the tables and figures
     report = snakemake("--configfile", str(REDUCED), "--report", "report.zip", timeout=300)
     assert report.returncode == 0, report.output
     with zipfile.ZipFile(snakemake.workdir / "report.zip") as archive:
         names = "\n".join(archive.namelist())
-    assert "table1_modality.csv" in names and "qualitative.png" in names
+    assert all(f"{name}.html" in names for name in TABLES) and "qualitative.png" in names
+    assert all(f"{name}.png" in names for name in FIGURES if name.startswith("training_"))
 
     # done means done: nothing reruns
     again = snakemake("--configfile", str(REDUCED), "-n")
@@ -89,8 +95,10 @@ def test_reduced_study_runs_end_to_end(snakemake):
 
     # a changed inference setting re-predicts, re-evaluates and re-reports; it retrains only what
     # depends on the re-made subset decision (the two-stage model on `selected`)
-    changed = snakemake("--configfile", str(REDUCED), "-n", "--quiet", "rules",
-                        "--config", "inference={overlap: 0.5, batch_size: 8, detector_threshold: 0.0}")
+    # (a file, not --config inference={...}: Snakemake reads nested --config values as strings)
+    overlap = snakemake.workdir / "overlap.yaml"
+    overlap.write_text("inference: {overlap: 0.5, batch_size: 8, detector_threshold: 0.0}\n")
+    changed = snakemake("--configfile", str(REDUCED), str(overlap), "-n", "--quiet", "rules")
     assert changed.returncode == 0, changed.output
     jobs = changed.job_counts()
     assert jobs["predict"] == 3 and jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10

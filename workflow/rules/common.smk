@@ -20,6 +20,9 @@ try:
         write_resolved_config,
     )
     from brainmets.constants import all_subsets
+    from brainmets.reporting.collect import TWOSTAGE_COMBINED, report_config
+    from brainmets.reporting.figures import figure_stems, training_figure_stems
+    from brainmets.reporting.tables import TABLE_NAMES
 except ImportError as exc:
     raise WorkflowError(
         f"the brainmets package is not importable ({exc}); run `bash scripts/setup.sh` "
@@ -35,11 +38,13 @@ envvars:
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
-#: The software of every rule: one environment, this package (envs/brainmets.yaml,
-#: relative to the rule files). Run Snakemake inside .venv or the activated conda
-#: env; jobs inherit it. (--use-conda is not needed, and cannot build this env from
-#: Snakemake's copy of the file: its `pip -e ..` points at the repository.)
+#: The software of every rule: envs/brainmets.yaml (relative to the rule files).
+#: Normally Snakemake runs inside .venv (or the conda env built by hand from that
+#: file) and jobs inherit it. With --use-conda Snakemake builds the env itself, from
+#: a copy of the file under .snakemake/conda/: the file therefore names this
+#: repository as ${BRAINMETS_ROOT} (pip expands it), set here for that build.
 CONDA_ENV = "../../envs/brainmets.yaml"
+os.environ.update(BRAINMETS_ROOT=workflow.basedir)
 
 
 # --------------------------------------------------------------------------- config
@@ -126,7 +131,7 @@ def evaluated_runs():
     """Every run directory that is predicted and evaluated, in report order."""
     return (
         run_dirs("modality", [MODALITY_MODEL], MODALITY_SUBSETS)
-        + run_dirs("twostage", ["twostage"], TWOSTAGE_SUBSETS)
+        + run_dirs("twostage", [TWOSTAGE_COMBINED], TWOSTAGE_SUBSETS)
         + run_dirs("baselines", BASELINE_MODELS, [BASELINE_SUBSET])
     )
 
@@ -188,11 +193,14 @@ def selection_arg(wildcards):
     return f"--selection {SELECTION_JSON}" if wildcards.subset == SELECTED else ""
 
 
-def detector_arg(wildcards):
-    """`--detector <model.pt>` when the segmentor trains on the detector's crops."""
-    if not config["twostage"]["train_on_detected"]:
-        return ""
-    return f"--detector {RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/model.pt"
+def detector_arg(wildcards, input):
+    """`--detector <model.pt>` for jobs with a detector input (two-stage segmentor and prediction)."""
+    return f"--detector {input.detector}" if "detector" in input.keys() else ""
+
+
+def model_wildcard(wildcards):
+    """The model key of a single-pass run: its {model} wildcard."""
+    return wildcards.model
 
 
 def model_settings(wildcards):
@@ -262,29 +270,42 @@ def get_final_outputs():
 
 # --------------------------------------------------------------------------- report files
 
-#: Tables written by `brainmets tables` (brainmets.reporting.tables), each as .csv and .tex.
-TABLES = ["table1_modality", "table2_comparison", "table2_significance", "efficiency", "detection"]
+#: Names of the tables and figures, as the reporting package writes them (each
+#: table as .csv and .tex, each figure as .png and .pdf).
+TABLES = list(TABLE_NAMES)
+REPORT_CONFIG = report_config(config)
+FIGURES = figure_stems(REPORT_CONFIG)
+TRAINING_FIGURES = training_figure_stems(REPORT_CONFIG)
 
 
-def training_figure_stems():
-    """Training-curve figures: one per study that has runs."""
-    stems = ["training_modality", "training_twostage"]
-    if BASELINE_MODELS:
-        stems.append("training_baselines")
-    return stems
+def table_report_files():
+    """The tables' HTML renderings (marks included), registered for the report with their captions."""
+    return [
+        as_report(f"{TABLES_DIR}/{name}.html", f"../report/{name}.rst", "Tables", {"table": name})
+        for name in TABLES
+    ]
 
 
-def figure_stems():
-    """Figures written by `brainmets figures` (brainmets.reporting.figures), each as .png and .pdf."""
-    return ["patients_per_split", "modality_heatmap", "qualitative"] + training_figure_stems()
+def figure_report_files():
+    """The PNG figures for the HTML report, each with its caption (workflow/report/<name>.rst)."""
+    return [
+        as_report(f"{FIGURES_DIR}/{name}.png", f"../report/{name}.rst",
+                  "Training curves" if name in TRAINING_FIGURES else "Figures", {"figure": name})
+        for name in FIGURES
+    ]
+
+
+def as_report(files, caption, category, labels=None):
+    """Snakemake's report() flag (the name `report` cannot start a line outside a rule)."""
+    return report(files, caption=caption, category=category, labels=labels)
 
 
 def get_table_files():
-    return expand(f"{TABLES_DIR}/{{name}}.{{ext}}", name=TABLES, ext=["csv", "tex"])
+    return expand(f"{TABLES_DIR}/{{name}}.{{ext}}", name=TABLES, ext=["csv", "tex", "html"])
 
 
 def get_figure_files():
-    return expand(f"{FIGURES_DIR}/{{name}}.{{ext}}", name=figure_stems(), ext=["png", "pdf"])
+    return expand(f"{FIGURES_DIR}/{{name}}.{{ext}}", name=FIGURES, ext=["png", "pdf"])
 
 
 # --------------------------------------------------------------------------- data inputs

@@ -52,6 +52,8 @@ checkpoint index:
         CONDA_ENV
     log:
         f"{LOGS}/data/index.log",
+    benchmark:
+        f"{BENCHMARKS}/data/index.tsv"
     shell:
         "brainmets index --root {params.root} --out {output} --on-bad-case {params.on_bad_case} "
         "--workers {threads} --no-progress > {log} 2>&1"
@@ -71,6 +73,8 @@ rule split:
         CONDA_ENV
     log:
         f"{LOGS}/data/split.log",
+    benchmark:
+        f"{BENCHMARKS}/data/split.tsv"
     shell:
         "brainmets split --cases {input.cases} --out {output} --fractions {params.fractions} "
         "--seed {params.seed} {params.split_file} > {log} 2>&1"
@@ -141,5 +145,7 @@ else:
             CONDA_ENV
         log:
             f"{LOGS}/data/preprocess_all.log",
+        benchmark:
+            f"{BENCHMARKS}/data/preprocess_all.tsv"
         shell:
             "echo 'every ok case is cached in {params.out_dir}' > {log}"

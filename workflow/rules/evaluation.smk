@@ -1,13 +1,13 @@
-# Inference of the single-pass models (modality study and baselines) and the
-# evaluation of every prediction (all studies, val and test). The two-stage
-# model's combined prediction is in two_stage.smk.
+# Inference of every model (single-pass models of the modality study and the
+# baselines; the two-stage model's detector + segmentor together) and the
+# evaluation of every prediction (all studies, val and test).
 #
 # Job granularity: one predict job per run covers both splits (torch + MONAI
 # are imported once, ~5 s); evaluation imports neither (torch-free verb).
 
 
 rule predict:
-    """Predict the val and test cases with one single-pass model (modality study or baseline)."""
+    """Predict val and test with one model (predict_twostage: the segmentor only on windows the detector keeps)."""
     input:
         model=f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/model.pt",
         cache=CACHE_DONE,
@@ -24,6 +24,7 @@ rule predict:
         config=resolved_config,
         cache=cache_dir,
         out_dir=out_dir,
+        detector=detector_arg,
         splits=EVAL_SPLITS,
         inference=config["inference"],
     threads: RES["predict"]["threads"]
@@ -38,9 +39,27 @@ rule predict:
     benchmark:
         f"{BENCHMARKS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/predict.tsv"
     shell:
-        "brainmets predict --config {params.config} --model {input.model} --cache {params.cache} "
-        "--splits {input.splits} --split {params.splits} --out-dir {params.out_dir} --no-progress "
-        "> {log} 2>&1"
+        "brainmets predict --config {params.config} --model {input.model} {params.detector} "
+        "--cache {params.cache} --splits {input.splits} --split {params.splits} "
+        "--out-dir {params.out_dir} --no-progress > {log} 2>&1"
+
+
+use rule predict as predict_twostage with:
+    input:
+        model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/model.pt",
+        detector=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/model.pt",
+        cache=CACHE_DONE,
+        splits=SPLITS_TSV,
+    output:
+        predictions=directory(f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predictions"),
+        inference=expand(
+            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
+    log:
+        f"{LOGS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.log",
+    benchmark:
+        f"{BENCHMARKS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.tsv"
 
 
 rule evaluate:
@@ -61,6 +80,8 @@ rule evaluate:
         CONDA_ENV
     log:
         f"{LOGS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/evaluate_{{split}}.log",
+    benchmark:
+        f"{BENCHMARKS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/evaluate_{{split}}.tsv"
     shell:
         "brainmets evaluate --pred-dir {input.predictions}/{wildcards.split} --gt-dir {params.gt_dir} "
         "--out {output.metrics} --lesions-out {output.lesions} --cases-from {input.splits} "

@@ -4,7 +4,12 @@
 
 
 rule train_modality:
-    """Train the study's U-Net on one modality subset and seed (resumes from checkpoint.pt)."""
+    """Train one network on one subset and seed (resumes from checkpoint.pt).
+
+    Here the study's U-Net per modality subset; the other training rules
+    (two-stage detector and segmentor, baselines) are this rule with their own
+    outputs and params (`use rule train_modality as ...`).
+    """
     input:
         unpack(get_train_inputs),
     output:
@@ -13,6 +18,10 @@ rule train_modality:
         config=resolved_config,
         cache=cache_dir,
         out_dir=out_dir,
+        study="modality",
+        model=model_wildcard,
+        selection=selection_arg,
+        detector=detector_arg,
         settings=model_settings,
     threads: RES["train"]["threads"]
     resources:
@@ -26,10 +35,10 @@ rule train_modality:
     benchmark:
         f"{BENCHMARKS}/modality/{{model}}/{{subset}}/seed{{seed}}/train.tsv"
     shell:
-        "brainmets train --config {params.config} --study modality --model {wildcards.model} "
-        "--subset {wildcards.subset} --seed {wildcards.seed} --cache {params.cache} "
-        "--splits {input.splits} --out-dir {params.out_dir} --threads {threads} --no-progress "
-        "> {log} 2>&1"
+        "brainmets train --config {params.config} --study {params.study} --model {params.model} "
+        "--subset {wildcards.subset} {params.selection} {params.detector} --seed {wildcards.seed} "
+        "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
+        "--threads {threads} --no-progress > {log} 2>&1"
 
 
 rule select_subset:
@@ -51,6 +60,8 @@ rule select_subset:
         CONDA_ENV
     log:
         f"{LOGS}/select_subset.log",
+    benchmark:
+        f"{BENCHMARKS}/select_subset.tsv"
     shell:
         "brainmets select --results {params.results} --study modality --model {params.model} "
         "--metric {params.metric} --split {params.split} --regions {params.regions} "

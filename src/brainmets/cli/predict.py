@@ -28,32 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _read_config(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    try:  # the validated loader, once the config module exists
-        from brainmets.config import load_config
-    except ImportError:
-        import yaml
-
-        from brainmets.errors import BrainmetsError
-
-        try:
-            with open(path) as fh:
-                return yaml.safe_load(fh) or {}
-        except FileNotFoundError as exc:
-            raise BrainmetsError(f"config not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            raise BrainmetsError(f"config {path} is not valid YAML: {exc}") from exc
-    return load_config(path)
-
-
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from brainmets.config import load_config
     from brainmets.inference import InferenceSettings, predict_splits
 
-    config = _read_config(args.config)
+    config = load_config(args.config) if args.config is not None else None
     settings = InferenceSettings.from_config(config)
     if args.device:
         settings = dataclasses.replace(settings, device=args.device)

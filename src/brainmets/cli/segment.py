@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise BrainmetsError("give either INPUT (a folder) or the sequence files (--t1n --t1c --t2w --t2f), not both")
     if args.case and not explicit:
         raise BrainmetsError("--case names a case given by its files; a folder's cases are named by their folders")
-    config = {}
+    config = None
     if args.config:
         from brainmets.config import load_config
 

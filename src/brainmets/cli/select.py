@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainmets.reporting.selection import select_subset, write_selection
+    from brainmets.decision import write_selection
+    from brainmets.reporting.selection import select_subset
 
     decision = select_subset(
         args.results, study=args.study, model=args.model, metric=args.metric, split=args.split,

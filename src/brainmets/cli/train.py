@@ -12,7 +12,7 @@ DESCRIPTION = (
     "best.pt, model.pt}. Running the same command again resumes from RUN_DIR/checkpoint.pt; if "
     "RUN_DIR/model.pt exists the run is complete and nothing is done. The model's task (segmentation or "
     "detection) follows from its registry entry (models.NAME): 'task' if given, else detection for a DenseNet. "
-    "Settings: the config's training section (see brainmets.training.settings). "
+    "Settings: the config's training section (keys and defaults: the config schema). "
     "Stopping: on SIGTERM (time limit, scancel, preemption), SIGINT (Ctrl-C) or the --warning-signal, the "
     "step in progress finishes, RUN_DIR/checkpoint.pt and history.tsv are written at that step and the command "
     f"exits {EXIT_RESUME}; a second Ctrl-C stops at once (the last checkpoint stays). "
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from brainmets.config import load_config
-    from brainmets.training.loop import RunRequest, resolve_subset, train
+    from brainmets.decision import resolve_subset
+    from brainmets.training.loop import RunRequest, train
 
     config = load_config(args.config)
     subset = resolve_subset(args.subset, args.selection)

@@ -76,14 +76,11 @@ def write_labels_nifti(labels: np.ndarray, meta: Mapping[str, Any], out_path: st
 
 
 def reference_from_config(config: Mapping[str, Any] | None, in_channels: int) -> ReferenceModel | None:
-    """The configured single-pass model (``modality_study.model``) to compare two-stage FLOPs with."""
-    if not config:
+    """The single-pass model (``modality_study.model``) of a validated config, to compare two-stage FLOPs with."""
+    if config is None:
         return None
-    name = (config.get("modality_study") or {}).get("model")
-    spec = (config.get("models") or {}).get(name) if name else None
-    if not spec:
-        return None
-    return ReferenceModel.from_spec(str(name), spec, in_channels)
+    name = config["modality_study"]["model"]
+    return ReferenceModel.from_spec(name, config["models"][name], in_channels)
 
 
 def predict_case(
@@ -136,7 +133,6 @@ def predict_splits(
     from brainmets.data.splits import cases_in_split
 
     settings = settings or InferenceSettings.from_config(config)
-    settings.validate()
     runtime = inference_runtime(settings)
     cases_by_split = {split: cases_in_split(splits_path, split) for split in dict.fromkeys(splits)}
     segmentor = load_network(model_path, runtime, task="segmentation")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,58 +42,34 @@ from brainmets.inference.windows import padded_shape, sliding_window_count, wind
 from brainmets.models import build_model, forward_outputs, is_convolutional, load_trained, model_flops
 from brainmets.runtime import Runtime
 
-BLEND_MODES = ("constant", "gaussian")
-
-
 # --------------------------------------------------------------------------- settings
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """The config's ``inference:`` section (every key optional)."""
+    """The config's validated ``inference:`` section (keys, allowed values and defaults: the config schema)."""
 
     #: fraction of a window shared with its neighbour along an axis
-    overlap: float = 0.5
+    overlap: float
     #: the segmentor runs on windows whose detector logit is strictly above this
-    detector_threshold: float = 0.0
+    detector_threshold: float
     #: windows per network call
-    batch_size: int = 4
+    batch_size: int
     #: weighting of overlapping window outputs: constant (plain mean) or gaussian
-    blend: str = "constant"
+    blend: str
     #: sigmoid probability above which a region is present
-    threshold: float = 0.5
+    threshold: float
     #: auto (CUDA if available), cpu, cuda, cuda:1, ...
-    device: str = "auto"
+    device: str
     #: channels_last_3d for convolutional networks: auto (CUDA only), true, false
-    channels_last: str | bool = "auto"
+    channels_last: str | bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> "InferenceSettings":
-        """Settings from a whole config (its ``inference`` section) or ``None`` for the defaults."""
-        section = (config or {}).get("inference") or {}
-        if not isinstance(section, Mapping):
-            raise BrainmetsError(f"config section 'inference' must be a mapping, got {type(section).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise BrainmetsError(
-                f"unknown key(s) in config section 'inference': {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"
-            )
-        settings = cls(**section)
-        settings.validate()
-        return settings
+        """Settings of a validated config (:func:`brainmets.config.load_config`), or the defaults for ``None``."""
+        from brainmets.config import validate_section
 
-    def validate(self) -> None:
-        if not 0.0 <= float(self.overlap) < 1.0:
-            raise BrainmetsError(f"inference.overlap must be in [0, 1), got {self.overlap}")
-        if int(self.batch_size) < 1:
-            raise BrainmetsError(f"inference.batch_size must be >= 1, got {self.batch_size}")
-        if self.blend not in BLEND_MODES:
-            raise BrainmetsError(f"inference.blend must be one of {', '.join(BLEND_MODES)}, got {self.blend!r}")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise BrainmetsError(f"inference.threshold must be a probability in (0, 1), got {self.threshold}")
-        if self.channels_last not in ("auto", True, False):
-            raise BrainmetsError(f"inference.channels_last must be auto, true or false, got {self.channels_last!r}")
+        return cls(**(config["inference"] if config is not None else validate_section("inference")))
 
 
 # --------------------------------------------------------------------------- runtime

@@ -192,8 +192,7 @@ def load_model(
             f"{len(detectors)} detector run(s) for {len(runs)} segmentor run(s): a two-stage member "
             "pairs one detector with one segmentor, in the order given"
         )
-    settings = settings or InferenceSettings()
-    settings.validate()
+    settings = settings or InferenceSettings.from_config(None)
     cards = []
     for i, run in enumerate(runs):
         segmentor = read_run_card(run)

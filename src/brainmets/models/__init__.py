@@ -2,7 +2,7 @@
 
 Public API:
 
-* :func:`build_model` (name, spec, in_channels, out_channels) -> ``nn.Module``
+* :func:`build_model` (name, validated spec, in_channels, out_channels) -> ``nn.Module``
 * :func:`forward_outputs` (model, x) -> ``(main_logits, aux_logits, extra_loss)``
 * :func:`count_parameters`, :func:`model_flops`
 * :func:`save_trained` / :func:`load_trained`
@@ -11,7 +11,6 @@ Public API:
 from brainmets.models.forward import count_parameters, forward_outputs, model_flops
 from brainmets.models.persist import FORMAT, INFO_KEYS, load_trained, save_trained
 from brainmets.models.registry import (
-    ALIASES,
     ARCHITECTURES,
     ChannelAdapter,
     build_model,
@@ -21,7 +20,6 @@ from brainmets.models.registry import (
 )
 
 __all__ = [
-    "ALIASES",
     "ARCHITECTURES",
     "FORMAT",
     "INFO_KEYS",

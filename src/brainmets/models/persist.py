@@ -4,7 +4,8 @@ A file holds ``{"format": FORMAT, "info": info, "state_dict": weights}``.
 ``info`` is a plain dict (see :data:`INFO_KEYS`); its ``spec`` is the registry
 entry the network was built from, so :func:`load_trained` rebuilds the network
 with :func:`~brainmets.models.registry.build_model` without the config that
-produced it. Files are loaded with ``weights_only=True``: no pickled code runs.
+produced it (after validating that entry against the config schema: a file is
+input, perhaps written by another version). Files are loaded with ``weights_only=True``: no pickled code runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brainmets.config import validate_model
 from brainmets.errors import BrainmetsError
 from brainmets.io import atomic_path
 from brainmets.models.registry import build_model
@@ -65,7 +67,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     missing = [k for k in INFO_KEYS if k not in info]
     if missing:
         raise BrainmetsError(f"{path}: model info lacks {', '.join(missing)}")
-    model = build_model(info["model_name"], info["spec"], int(info["in_channels"]), int(info["out_channels"]))
+    spec = validate_model(info["model_name"], info["spec"], source=f"model file {path}")
+    model = build_model(info["model_name"], spec, int(info["in_channels"]), int(info["out_channels"]))
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:

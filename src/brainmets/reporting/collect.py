@@ -13,13 +13,14 @@ Torch-free by design: the reporting jobs are cheap local Snakemake rules.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from brainmets.constants import ALL_FOUR, all_subsets, subset_key, subset_label
+from brainmets.constants import ALL_FOUR, SELECTED, subset_label
+from brainmets.decision import selected_subset, selection_path
 from brainmets.errors import BrainmetsError
 from brainmets.io import read_json, read_table
 
@@ -35,8 +36,9 @@ MODEL_DISPLAY_NAMES: dict[str, str] = {
     "swinunetr_v2": "SwinUNETR-v2",
 }
 
-#: Alias of the two-stage subset chosen by the modality study.
-SELECTED = "selected"
+#: Model directory of the two-stage model's combined predictions and metrics
+#: (``twostage/combined/<subset>/seed<k>/``), beside its ``detector/`` and ``segmentor/``.
+TWOSTAGE_COMBINED = "combined"
 
 METRIC_COLUMNS = (
     "legacy_dice", "legacy_hd95", "lesion_dice", "lesion_hd95",
@@ -48,15 +50,6 @@ _SEED_DIR = re.compile(r"^seed(\d+)$")
 
 def model_display_name(model: str) -> str:
     return MODEL_DISPLAY_NAMES.get(model, model)
-
-
-def canonical_subset(value: str) -> str:
-    """Canonical key of a configured subset; ``all`` means the four sequences."""
-    if value == "all":
-        return ALL_FOUR
-    if value == SELECTED:
-        return SELECTED
-    return subset_key([m for m in str(value).split("+") if m])
 
 
 @dataclass(frozen=True)
@@ -233,97 +226,53 @@ def read_model_info(group: RunGroup) -> dict[str, Any]:
     return info
 
 
-def selection_path(results: str | Path) -> Path:
-    return Path(results) / "selection" / "modality.json"
-
-
-def read_selected_subset(results: str | Path) -> str:
-    """The subset the alias ``selected`` stands for, from the modality-study decision file."""
-    path = selection_path(results)
-    if not path.is_file():
-        raise BrainmetsError(
-            f"two-stage runs use the subset 'selected' but the decision file is missing: {path} "
-            "(written by `brainmets select`)"
-        )
-    decision = read_json(path)
-    if "chosen_subset" not in decision:
-        raise BrainmetsError(f"{path}: no 'chosen_subset' key")
-    return str(decision["chosen_subset"])
-
-
 # --------------------------------------------------------------------------- config
 
 
 @dataclass
 class ReportConfig:
-    """The parts of config.yaml the reporting stage reads, with documented defaults.
+    """The parts of a validated config the reporting stage reads.
 
-    Missing sections are tolerated: no ``twostage`` or ``baselines`` section
-    means no such rows. ``seeds`` set in the config are the expected seeds
-    (so a stale ``seed5/`` from an older run is ignored); without it every
-    ``seed<k>`` directory on disk is used.
+    ``seeds`` are the expected seeds (so a stale ``seed5/`` from an older run
+    is ignored); None (set by callers, not by a config) means every
+    ``seed<k>`` directory on disk. Subsets are canonical keys (or ``selected``).
     """
 
-    seeds: list[int] | None = None
-    modality_model: str = "unet"
-    modality_subsets: list[str] = field(default_factory=all_subsets)
-    twostage_subsets: list[str] = field(default_factory=list)
-    baseline_models: list[str] = field(default_factory=list)
-    baseline_subset: str = ALL_FOUR
-    #: Upper edges (mm^3) of the GT lesion-size bins of the detection table.
-    size_bins: list[float] = field(default_factory=lambda: [10.0, 100.0, 1000.0])
-    detection_regions: list[str] = field(default_factory=lambda: ["WT", "TC", "ET"])
-    qualitative_case: str | None = None
+    seeds: list[int] | None
+    modality_model: str
+    modality_subsets: list[str]
+    twostage_subsets: list[str]
+    baseline_models: list[str]
+    baseline_subset: str
+    #: Upper edges (mm^3) of the GT lesion-size bins of the detection table, ascending.
+    size_bins: list[float]
+    detection_regions: list[str]
+    qualitative_case: str | None
+    #: How Table 2 meets the page: ``single`` or ``split`` (:data:`brainmets.reporting.tables.TABLE2_LAYOUTS`).
+    table2_layout: str
 
 
-def _load_raw_config(path: str | Path) -> dict[str, Any]:
-    try:
-        from brainmets.config import load_config  # validated + defaults, when that module exists
-    except ImportError:
-        load_config = None
-    if load_config is not None:
-        return load_config(path)
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise BrainmetsError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise BrainmetsError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BrainmetsError(f"{path}: expected a mapping at the top level")
-    return raw
-
-
-def report_config(raw: dict[str, Any]) -> ReportConfig:
-    """Build a :class:`ReportConfig` from a loaded config mapping."""
-    cfg = ReportConfig()
-    if raw.get("seeds") is not None:
-        cfg.seeds = [int(s) for s in raw["seeds"]]
-    study = raw.get("modality_study") or {}
-    cfg.modality_model = str(study.get("model", cfg.modality_model))
-    subsets = study.get("subsets", "all")
-    cfg.modality_subsets = all_subsets() if subsets in (None, "all") else [canonical_subset(s) for s in subsets]
-    twostage = raw.get("twostage")
-    if twostage:
-        cfg.twostage_subsets = [canonical_subset(s) for s in twostage.get("subsets", [SELECTED, "all"])]
-    baselines = raw.get("baselines")
-    if baselines:
-        cfg.baseline_models = [str(m) for m in baselines.get("models") or []]
-        cfg.baseline_subset = canonical_subset(baselines.get("subset", "all"))
-    reporting = raw.get("reporting") or {}
-    if reporting.get("size_bins") is not None:
-        cfg.size_bins = sorted(float(b) for b in reporting["size_bins"])
-    if reporting.get("detection_regions") is not None:
-        cfg.detection_regions = [str(r) for r in reporting["detection_regions"]]
-    cfg.qualitative_case = reporting.get("qualitative_case")
-    return cfg
+def report_config(config: dict[str, Any]) -> ReportConfig:
+    """A :class:`ReportConfig` from a validated config (:func:`brainmets.config.load_config`)."""
+    reporting = config["reporting"]
+    return ReportConfig(
+        seeds=list(config["seeds"]),
+        modality_model=config["modality_study"]["model"],
+        modality_subsets=list(config["modality_study"]["subsets"]),
+        twostage_subsets=list(config["twostage"]["subsets"]),
+        baseline_models=list(config["baselines"]["models"]),
+        baseline_subset=config["baselines"]["subset"],
+        size_bins=sorted(float(b) for b in reporting["size_bins"]),
+        detection_regions=list(reporting["detection_regions"]),
+        qualitative_case=reporting["qualitative_case"],
+        table2_layout=reporting["table2_layout"],
+    )
 
 
 def load_report_config(path: str | Path) -> ReportConfig:
-    return report_config(_load_raw_config(path))
+    from brainmets.config import load_config
+
+    return report_config(load_config(path))
 
 
 # --------------------------------------------------------------------------- groups
@@ -341,7 +290,7 @@ def comparison_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
     """Rows of Table 2: the baselines, then the two-stage model per configured subset.
 
     Two-stage rows are labelled with the subset they used; the alias
-    ``selected`` is resolved through ``results/selection/modality.json``.
+    ``selected`` is resolved through the decision file (:mod:`brainmets.decision`).
     """
     groups = []
     for model in cfg.baseline_models:
@@ -351,12 +300,12 @@ def comparison_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
         groups.append(make_group(results, "baselines", model, cfg.baseline_subset, label, cfg.seeds))
     for subset in cfg.twostage_subsets:
         if subset == SELECTED:
-            resolved = read_selected_subset(results)
+            resolved = selected_subset(selection_path(results))
             label = f"Two-stage ({subset_label(resolved)}, selected)"
         else:
             resolved = subset
             label = f"Two-stage ({subset_label(subset)})"
-        groups.append(make_group(results, "twostage", "twostage", subset, label, cfg.seeds, resolved))
+        groups.append(make_group(results, "twostage", TWOSTAGE_COMBINED, subset, label, cfg.seeds, resolved))
     return groups
 
 

@@ -4,14 +4,18 @@ Files under ``<out_dir>`` (stems; each as ``.png`` and ``.pdf``):
 
 - ``patients_per_split``: patients per split by number of metastases
   (the paper's Fig. 2), from ``results/data/cases.tsv`` and ``splits.tsv``;
-- ``modality_heatmap``: Table 1's lesion-wise Dice as a subsets x regions heatmap;
+- ``modality_heatmap``: Table 1's lesion-wise Dice as a subsets x regions
+  heatmap, its colour bar labelled;
 - ``qualitative``: one test case (the one with most lesions unless configured),
   the axial T1c slice with the largest lesion area, ground truth and each
-  Table 2 model's prediction (lowest seed, normally seed 0) as label contours
+  Table 2 model's prediction (lowest seed, normally seed 0) as filled label
+  outlines, NETC drawn last so that ET's outline cannot hide it; a model
+  whose prediction is empty (or empty on that slice) says so in its panel
   (the paper's Fig. 3);
 - ``training_<study>``: loss against iteration, mean over seeds per
-  model/subset (thin lines: single seeds), for ``modality``, and
-  ``twostage`` / ``baselines`` when configured.
+  model/subset (thin lines: single seeds), for ``modality`` (one panel per
+  number of input sequences, so that no panel holds more than six curves),
+  and ``twostage`` / ``baselines`` when configured; legends below the panels.
 
 matplotlib is used through ``Figure`` objects with the Agg canvas (no pyplot
 state, no display needed).
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainmets.constants import LABELS, SPLITS
+from brainmets.constants import LABELS, SPLITS, parse_subset
 from brainmets.errors import BrainmetsError
 from brainmets.io import atomic_path, read_table
 from brainmets.nifti import read_image, read_voxels
@@ -42,16 +46,22 @@ from brainmets.reporting.tables import SummaryTable, modality_table
 log = logging.getLogger(__name__)
 
 SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
-#: Contour colours of the BraTS labels (NETC, SNFH, ET).
+#: Colours of the BraTS labels (NETC, SNFH, ET), as outline and (lighter) fill.
 LABEL_COLOURS = {1: "#E41A1C", 2: "#4DAF4A", 3: "#FFD92F"}
+#: Drawing order: outer to inner, so that NETC (inside ET) is drawn last and stays visible.
+LABEL_ORDER = (2, 3, 1)
+LABEL_FILL_ALPHA = 0.35
 #: Metastasis counts from this value on share one bar.
 COUNT_CAP = 10
 
 
 def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
@@ -111,7 +121,7 @@ def plot_patients_per_split(cohort: pd.DataFrame, out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- modality heatmap
 
 
-def plot_modality_heatmap(table: SummaryTable, out_dir: Path) -> list[Path]:
+def modality_heatmap_figure(table: SummaryTable):
     """Subsets x regions heatmap of lesion-wise Dice (%), values written in the cells."""
     cols = [c for c in table.columns if c.key.startswith("lesion_dice_")]
     values = table.mean[[c.key for c in cols]].to_numpy(float)
@@ -127,8 +137,12 @@ def plot_modality_heatmap(table: SummaryTable, out_dir: Path) -> list[Path]:
             dark = (v - lo) < 0.6 * (hi - lo) if hi > lo else True
             ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
     ax.set_title("Lesion-wise Dice (%) by input sequences (test)")
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    return save_figure(fig, out_dir, "modality_heatmap")
+    fig.colorbar(image, ax=ax, label="Dice (%)")
+    return fig
+
+
+def plot_modality_heatmap(table: SummaryTable, out_dir: Path) -> list[Path]:
+    return save_figure(modality_heatmap_figure(table), out_dir, "modality_heatmap")
 
 
 # --------------------------------------------------------------------------- qualitative panel
@@ -156,14 +170,30 @@ def _load_canonical(path: Path, case: str, what: str) -> np.ndarray:
 
 
 def largest_lesion_slice(seg: np.ndarray) -> int:
-    """Axial index (last axis, RAS) with the most lesion voxels."""
-    area = (seg > 0).reshape(-1, seg.shape[-1]).sum(axis=0)
-    return int(np.argmax(area))
+    """Axial index (last axis, RAS) with the most lesion voxels; ties: the most tumour core (NETC + ET)."""
+    flat = seg.reshape(-1, seg.shape[-1])
+    area = (flat > 0).sum(axis=0)
+    core = np.isin(flat, (1, 3)).sum(axis=0)
+    return int(np.lexsort((-core, -area))[0])
 
 
-def plot_qualitative(case: str, t1c: Path, seg: Path, predictions: list[tuple[str, Path]], out_dir: Path) -> list[Path]:
-    """T1c slice with GT and each model's labels as contours, one panel each."""
-    from matplotlib.lines import Line2D
+def _draw_labels(ax, slab: np.ndarray) -> None:
+    """Each label as a light fill and an outline, outer labels first."""
+    from matplotlib.colors import to_rgba
+
+    for value in LABEL_ORDER:
+        mask = slab == value
+        if not mask.any():
+            continue
+        fill = np.zeros((*mask.shape, 4))
+        fill[mask] = to_rgba(LABEL_COLOURS[value], LABEL_FILL_ALPHA)
+        ax.imshow(fill, interpolation="nearest")
+        ax.contour(mask.astype(float), levels=[0.5], colors=[LABEL_COLOURS[value]], linewidths=1.2)
+
+
+def qualitative_figure(case: str, t1c: Path, seg: Path, predictions: list[tuple[str, Path]]):
+    """T1c slice with GT and each model's labels, one panel each; empty predictions are said to be empty."""
+    from matplotlib.patches import Patch
 
     image = _load_canonical(t1c, case, "T1c image").astype(np.float32)
     gt = _load_canonical(seg, case, "ground truth").astype(np.int16)
@@ -185,18 +215,24 @@ def plot_qualitative(case: str, t1c: Path, seg: Path, predictions: list[tuple[st
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, (title, labels) in zip(axes.flat, panels):
+    for i, (ax, (title, labels)) in enumerate(zip(axes.flat, panels)):
         ax.imshow(background, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
         slab = np.rot90(labels[..., z])
-        for value, colour in LABEL_COLOURS.items():
-            mask = (slab == value).astype(float)
-            if mask.any():
-                ax.contour(mask, levels=[0.5], colors=[colour], linewidths=0.9)
+        _draw_labels(ax, slab)
         ax.set_title(title, fontsize=8)
-    handles = [Line2D([], [], color=c, label=LABELS[v]) for v, c in LABEL_COLOURS.items()]
+        what = "prediction" if i else "ground truth"
+        empty = f"empty {what}" if not labels.any() else "no lesion on this slice" if not slab.any() else None
+        if empty:
+            ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                    color="white", bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
+    handles = [Patch(facecolor=LABEL_COLOURS[v], edgecolor=LABEL_COLOURS[v], label=LABELS[v]) for v in sorted(LABELS)]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize=8)
     fig.suptitle(f"{case}, axial slice {z} (T1c)", fontsize=9)
-    return save_figure(fig, out_dir, "qualitative")
+    return fig
+
+
+def plot_qualitative(case: str, t1c: Path, seg: Path, predictions: list[tuple[str, Path]], out_dir: Path) -> list[Path]:
+    return save_figure(qualitative_figure(case, t1c, seg, predictions), out_dir, "qualitative")
 
 
 def _resolve(path_value: str, results: Path) -> Path:
@@ -211,52 +247,72 @@ def _resolve(path_value: str, results: Path) -> Path:
 # --------------------------------------------------------------------------- training curves
 
 
-def plot_training_curves(panels: dict[str, list[RunGroup]], title: str, out_dir: Path, stem: str) -> list[Path]:
-    """Loss vs iteration: one axes per panel, a line per group (mean over seeds), seeds faint."""
-    fig = _figure(6 * len(panels), 4)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+def training_curves_figure(panels: dict[str, list[RunGroup]], title: str):
+    """Loss vs iteration: one axes per panel (shared y), a line per group (mean over seeds), seeds faint.
+
+    Each panel's legend sits below it, never over the curves.
+    """
+    histories = {g.key: read_history(g).dropna(subset=["loss"]) for groups in panels.values() for g in groups}
+    log_scale = all((h["loss"] > 0).all() for h in histories.values())
+    fig = _figure(max(3.6 * len(panels), 6.0), 4.6)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (panel_title, groups) in zip(axes, panels.items()):
-        colours = _colours(len(groups))
-        for colour, group in zip(colours, groups):
-            history = read_history(group)
-            history = history.dropna(subset=["loss"])
+        for colour, group in zip(_colours(len(groups)), groups):
+            history = histories[group.key]
             for _, seed_hist in history.groupby("seed"):
                 ax.plot(seed_hist["iteration"], seed_hist["loss"], color=colour, alpha=0.25, linewidth=0.6)
             mean = history.groupby("iteration")["loss"].mean()
             ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=1.4, label=group.label)
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("iteration")
-        ax.set_ylabel("training loss")
-        if all(_positive_losses(g) for g in groups):
+        if log_scale:
             ax.set_yscale("log")
-        ax.legend(fontsize=6, frameon=False, ncols=2 if len(groups) > 8 else 1)
+        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                  ncols=2 if len(groups) > 3 else 1)
         ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("training loss")
     fig.suptitle(title, fontsize=11)
-    return save_figure(fig, out_dir, stem)
+    return fig
 
 
-def _positive_losses(group: RunGroup) -> bool:
-    return bool((read_history(group)["loss"].dropna() > 0).all())
+def plot_training_curves(panels: dict[str, list[RunGroup]], title: str, out_dir: Path, stem: str) -> list[Path]:
+    return save_figure(training_curves_figure(panels, title), out_dir, stem)
+
+
+def modality_curve_panels(groups: list[RunGroup]) -> dict[str, list[RunGroup]]:
+    """The modality study's runs by number of input sequences: 15 subsets make panels of 4, 6, 4 and 1 curves."""
+    panels: dict[str, list[RunGroup]] = {}
+    for group in sorted(groups, key=lambda g: len(parse_subset(g.subset))):
+        n = len(parse_subset(group.subset))
+        panels.setdefault(f"{n} sequence{'s' if n > 1 else ''}", []).append(group)
+    return panels
 
 
 def _colours(n: int) -> list:
+    """Distinct colours: tab10's up to ten lines; beyond, evenly spaced along turbo (tab20's pairs look alike)."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab20" if n > 10 else "tab10"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    return [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, n)]
 
 
 # --------------------------------------------------------------------------- all figures
 
 
-def figure_stems(cfg: ReportConfig) -> list[str]:
-    """Stems :func:`make_figures` writes for this config (each as .png and .pdf), for workflow outputs."""
-    stems = ["patients_per_split", "modality_heatmap", "qualitative", "training_modality"]
+def training_figure_stems(cfg: ReportConfig) -> list[str]:
+    """Stems of the training-curve figures :func:`make_figures` writes for this config."""
+    stems = ["training_modality"]
     if cfg.twostage_subsets:
         stems.append("training_twostage")
     if cfg.baseline_models:
         stems.append("training_baselines")
     return stems
+
+
+def figure_stems(cfg: ReportConfig) -> list[str]:
+    """Stems :func:`make_figures` writes for this config (each as .png and .pdf), for workflow outputs."""
+    return ["patients_per_split", "modality_heatmap", "qualitative"] + training_figure_stems(cfg)
 
 
 def _twostage_curve_label(group: RunGroup) -> str:
@@ -287,8 +343,9 @@ def make_figures(results: str | Path, cfg: ReportConfig, out_dir: str | Path, ca
     written += plot_qualitative(str(row["case"]), _resolve(str(row["t1c"]), results),
                                 _resolve(str(row["seg"]), results), predictions, out_dir)
 
-    written += plot_training_curves({f"3D U-Net ({cfg.modality_model}) per input subset": mod_groups},
-                                    "Modality study: training loss", out_dir, "training_modality")
+    written += plot_training_curves(modality_curve_panels(mod_groups),
+                                    f"Modality study ({cfg.modality_model}): training loss by input sequences",
+                                    out_dir, "training_modality")
     if cfg.twostage_subsets:
         twostage = [g for g in comp_groups if g.study == "twostage"]
         panels = {
@@ -310,6 +367,7 @@ def make_figures(results: str | Path, cfg: ReportConfig, out_dir: str | Path, ca
 
 
 __all__ = [
-    "make_figures", "figure_stems", "plot_patients_per_split", "plot_modality_heatmap", "plot_qualitative",
-    "plot_training_curves", "choose_case", "largest_lesion_slice",
+    "make_figures", "figure_stems", "training_figure_stems", "plot_patients_per_split", "plot_modality_heatmap",
+    "plot_qualitative", "plot_training_curves", "choose_case", "largest_lesion_slice", "modality_heatmap_figure",
+    "qualitative_figure", "training_curves_figure", "modality_curve_panels",
 ]

@@ -25,10 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from brainmets.constants import REGIONS, SPLITS, subset_key, subset_label
+from brainmets.constants import REGIONS, SELECTED, SPLITS, canonical_subset, subset_key, subset_label
 from brainmets.errors import BrainmetsError
-from brainmets.io import write_json
-from brainmets.reporting.collect import SELECTED, make_group, read_metrics
+from brainmets.reporting.collect import make_group, read_metrics
 from brainmets.reporting.stats import direction, per_seed_region_means, summarise_seeds
 
 log = logging.getLogger(__name__)
@@ -136,9 +135,9 @@ def select_subset(
         )
         log.warning(warning)
     if override is not None:
-        override = subset_key([m for m in override.split("+") if m])
+        override = canonical_subset(override)
     if subsets is not None:
-        subsets = [subset_key([m for m in s.split("+") if m]) for s in subsets]
+        subsets = [canonical_subset(s) for s in subsets]
     ranking = rank_subsets(results, study, model, metric, split, list(regions), subsets, seeds)
     best = direction(metric)
     chosen = override if override is not None else ranking[0]["subset"]
@@ -164,10 +163,3 @@ def select_subset(
         "ranking": ranking,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def write_selection(decision: dict[str, Any], out: str | Path) -> Path:
-    out = Path(out)
-    write_json(out, decision)
-    return out
-

@@ -76,6 +76,16 @@ def holm(pvalues: list[float] | np.ndarray) -> np.ndarray:
     return adjusted
 
 
+def wilcoxon_smallest_p(n_pairs: int) -> float:
+    """Smallest two-sided p the exact signed-rank test can give on ``n_pairs`` non-zero differences.
+
+    Reached when every difference has the same sign: each of the 2^n sign
+    patterns is equally likely under the null, and two of them are that
+    extreme, so p = 2 / 2^n (1 with no pairs).
+    """
+    return min(1.0, 2.0 ** (1 - n_pairs)) if n_pairs > 0 else 1.0
+
+
 @dataclass(frozen=True)
 class PairedTest:
     n_cases: int

@@ -1,21 +1,27 @@
-"""Result tables of the study as CSV (numbers) and booktabs LaTeX (for people).
+"""Result tables of the study as CSV (numbers), booktabs LaTeX (paper) and HTML (report).
 
-Every number is ``mean (std)`` over seeds of a per-seed mean over the
-split's cases (see :mod:`brainmets.reporting.stats`). Dice values are
-multiplied by 100 as in the paper; HD95 is in mm. In each column the best
-value is bold and the second best underlined, compared as printed and in the
-metric's direction (HD95, FLOPs, time and parameters: lower is better).
+Every number is the mean over seeds of a per-seed mean over the split's
+cases, with the standard deviation over seeds (see
+:mod:`brainmets.reporting.stats`). Dice values are multiplied by 100 as in
+the paper (two decimals); HD95 is in mm (one decimal). In each column the
+best value is bold and the second best underlined, compared as printed and
+in the metric's direction (the arrow in the header; HD95, FLOPs, time and
+parameters: lower is better), within comparable rows (per region in the
+detection table); see :func:`brainmets.reporting.display.rank_marks` for ties.
 
-Files (``<out_dir>/<name>.csv`` and ``.tex``):
+Files (``<out_dir>/<name>.csv``, ``.tex`` and ``.html``):
 
 - ``table1_modality``: modality study, one row per subset in the configured
   order (default: all 15 by number of sequences, then in T1, T1c, T2, FLAIR
   order, as :func:`brainmets.constants.all_subsets`); legacy Dice WT/TC/ET/avg
   and lesion-wise Dice NETC/SNFH/WT/TC/ET/avg.
-- ``table2_comparison``: baselines and the two-stage model(s); legacy and
-  lesion-wise Dice and HD95 for WT/TC/ET/avg.
+- ``table2_comparison``: baselines and the two-stage model(s) in the paper's
+  layout: legacy, then lesion-wise; Dice, then HD95; WT/TC/ET/avg each.
+  ``reporting.table2_layout``: ``single`` (one float, shrunk to the text
+  width where wider) or ``split`` (legacy and lesion-wise floats).
 - ``table2_significance``: paired Wilcoxon tests, two-stage (selected subset)
-  against every other Table 2 model, Holm-corrected over the whole table.
+  against every other Table 2 model, Holm-corrected over the whole table;
+  the caption says when the split is too small for any test to reach 0.05.
 - ``efficiency``: parameters, GMAC per window, measured FLOPs, seconds and
   fraction of sliding windows kept per case.
 - ``detection``: lesion-wise sensitivity by GT lesion size and false
@@ -26,7 +32,11 @@ block, so legacy and lesion-wise averages are comparable and the lesion-wise
 avg of Table 1 is the default selection score.
 
 The CSV files hold one row per table row with ``<column>`` (mean) and
-``<column>_std`` numbers; the LaTeX files are bare ``tabular`` environments.
+``<column>_std`` numbers. The LaTeX files are complete ``table*`` floats
+with caption and label (``tab:<name>``), booktabs rules, the std on a line
+below each mean, written by pandas' Styler (:mod:`brainmets.reporting.display`);
+a paper needs ``\\usepackage{booktabs,graphicx}``. The HTML pages show the
+same tables, marks and captions in the Snakemake report.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import pandas as pd
 from brainmets.constants import TRAIN_REGIONS
 from brainmets.errors import BrainmetsError
 from brainmets.io import write_table, write_text
-from brainmets.reporting import latex
+from brainmets.reporting import display
 from brainmets.reporting.collect import (
     ReportConfig,
     RunGroup,
@@ -59,6 +69,7 @@ from brainmets.reporting.stats import (
     paired_wilcoxon,
     per_seed_region_means,
     summarise_seeds,
+    wilcoxon_smallest_p,
     with_average,
 )
 
@@ -71,7 +82,7 @@ TABLE1_LESION_REGIONS = ("NETC", "SNFH", "WT", "TC", "ET")
 #: Metrics tested in the significance table.
 SIGNIFICANCE_METRICS = ("lesion_dice", "legacy_dice")
 ALPHA = 0.05
-#: Stems of the files :func:`make_tables` writes (each as .csv and .tex), for workflow outputs.
+#: Stems of the files :func:`make_tables` writes (each as .csv, .tex and .html), for workflow outputs.
 TABLE_NAMES: tuple[str, ...] = (
     "table1_modality", "table2_comparison", "table2_significance", "efficiency", "detection",
 )
@@ -82,17 +93,38 @@ _METRIC_TITLES = {
     "legacy_hd95": "Legacy HD95 (mm)",
     "lesion_hd95": "Lesion-wise HD95 (mm)",
 }
+#: Table 2's column blocks in the paper's order: legacy, then lesion-wise; Dice, then HD95.
+TABLE2_BLOCKS = (
+    ("Legacy", "Dice (%)", "legacy_dice"), ("Legacy", "HD95 (mm)", "legacy_hd95"),
+    ("Lesion-wise", "Dice (%)", "lesion_dice"), ("Lesion-wise", "HD95 (mm)", "lesion_hd95"),
+)
+#: How Table 2 meets the page: one ``table*`` shrunk to the text width where wider, or two
+#: (legacy, lesion-wise) at their natural size (``reporting.table2_layout``).
+TABLE2_LAYOUTS = ("single", "split")
 
 
 @dataclass(frozen=True)
 class Column:
-    """One numeric table column."""
+    """One numeric table column: CSV key, headers, direction of better, printed precision.
+
+    ``groups`` are the spanning headers above ``header``, top first (``""``:
+    none). At least ``decimals`` decimals are printed, more where the
+    smallest non-zero value would otherwise keep fewer than ``significant``
+    significant digits (a tiny model's GMAC must not read 0.0).
+    """
 
     key: str
     header: str
-    group: str
+    groups: tuple[str, ...]
     higher_is_better: bool
     decimals: int = 2
+    significant: int = 0
+
+    def decimals_for(self, values: list[float]) -> int:
+        nonzero = [abs(v) for v in values if v is not None and not math.isnan(v) and v != 0]
+        if not nonzero or not self.significant:
+            return self.decimals
+        return max(self.decimals, self.significant - 1 - math.floor(math.log10(min(nonzero))))
 
 
 @dataclass
@@ -100,10 +132,12 @@ class SummaryTable:
     """Rows x columns of mean and std over seeds, plus how to print them.
 
     ``rank_groups`` assigns rows to blocks within which best/second are
-    marked (e.g. one block per region in the detection table).
+    marked (e.g. one block per region in the detection table); the printed
+    table separates the blocks by a rule.
     """
 
     name: str
+    caption: str
     label_headers: list[str]
     labels: list[list[str]]
     row_keys: list[str]
@@ -111,7 +145,6 @@ class SummaryTable:
     mean: pd.DataFrame
     std: pd.DataFrame
     n_seeds: list[int]
-    comment: str
     rank_groups: list[str] | None = None
     extra: dict[str, list] = field(default_factory=dict)
 
@@ -127,45 +160,80 @@ class SummaryTable:
         data.update(self.extra)
         return pd.DataFrame(data)
 
+    def decimals(self) -> dict[str, int]:
+        """Per column: decimals printed, set by the means (the std below them is printed alike)."""
+        return {c.key: c.decimals_for(self.mean[c.key].tolist()) for c in self.columns}
+
     def marks(self) -> dict[str, list[str | None]]:
-        """Per column: best/second mark of every row (within ``rank_groups``)."""
+        """Per column: best/second mark of every row (within ``rank_groups``), compared as printed."""
         blocks = self.rank_groups or [""] * len(self.row_keys)
+        decimals = self.decimals()
         out = {}
         for col in self.columns:
             values = self.mean[col.key].tolist()
             marks: list[str | None] = [None] * len(values)
             for block in dict.fromkeys(blocks):
                 idx = [i for i, b in enumerate(blocks) if b == block]
-                for i, m in zip(idx, latex.rank_marks([values[i] for i in idx], col.higher_is_better, col.decimals)):
+                ranked = display.rank_marks([values[i] for i in idx], col.higher_is_better, decimals[col.key])
+                for i, m in zip(idx, ranked):
                     marks[i] = m
             out[col.key] = marks
         return out
 
-    def to_latex(self) -> str:
-        marks = self.marks()
-        rows = []
-        for r, key in enumerate(self.row_keys):
-            cells = [latex.escape(x) for x in self.labels[r]]
-            for col in self.columns:
-                cell = latex.mean_std_cell(self.mean.at[key, col.key], self.std.at[key, col.key], col.decimals)
-                cells.append(latex.mark(cell, marks[col.key][r]))
-            rows.append(cells)
-        groups = [latex.HeaderGroup("", len(self.label_headers))]
-        for col in self.columns:
-            if len(groups) > 1 and groups[-1].title == col.group:
-                groups[-1] = latex.HeaderGroup(col.group, groups[-1].width + 1)
-            else:
-                groups.append(latex.HeaderGroup(col.group, 1))
-        align = "l" * len(self.label_headers) + "r" * len(self.columns)
-        headers = self.label_headers + [c.header for c in self.columns]
-        use_groups = groups if any(g.title for g in groups) else None
-        return latex.tabular(align, headers, rows, use_groups, comment=self.comment)
+    def display(self, columns: list[Column] | None = None, drop_levels: int = 0, name: str | None = None,
+                caption: str | None = None) -> display.DisplayTable:
+        """The table as people read it: mean, std on a second line, best bold and second underlined.
 
-    def write(self, out_dir: Path) -> list[Path]:
-        csv, tex = out_dir / f"{self.name}.csv", out_dir / f"{self.name}.tex"
+        ``columns`` (default: all) with their top ``drop_levels`` header
+        levels left out: one part of a table split in two.
+        """
+        columns = self.columns if columns is None else columns
+        marks, decimals = self.marks(), self.decimals()
+        cells, seconds, cell_marks = [], [], []
+        for r, key in enumerate(self.row_keys):
+            cells.append(list(self.labels[r]) + [
+                _number(self.mean.at[key, c.key], decimals[c.key]) for c in columns])
+            seconds.append([""] * len(self.label_headers) + [
+                _bracketed(self.std.at[key, c.key], decimals[c.key]) for c in columns])
+            cell_marks.append([None] * len(self.label_headers) + [marks[c.key][r] for c in columns])
+        depth = len(columns[0].groups) - drop_levels
+        headers = [("",) * depth + (h,) for h in self.label_headers]
+        headers += [c.groups[drop_levels:] + (c.header,) for c in columns]
+        return display.DisplayTable(name or self.name, caption or self.caption, headers, len(self.label_headers),
+                                    cells, cell_marks, seconds, self.rank_groups)
+
+    def parts(self) -> list[display.DisplayTable]:
+        """The table split by its top header (Table 2: legacy, then lesion-wise), one float each."""
+        tops = list(dict.fromkeys(c.groups[0] for c in self.columns))
+        return [
+            self.display([c for c in self.columns if c.groups[0] == top], drop_levels=1,
+                         name=f"{self.name}_{top.lower().replace('-', '')}",
+                         caption=f"{self.caption} {top} metrics.")
+            for top in tops
+        ]
+
+    def to_latex(self, fit_width: bool = False, split: bool = False) -> str:
+        """One ``table*`` (``fit_width``: shrunk to the text width where wider), or one per top header."""
+        if split:
+            return "\n".join(display.to_latex(part) for part in self.parts())
+        return display.to_latex(self.display(), fit_width=fit_width)
+
+    def write(self, out_dir: Path, latex_text: str | None = None) -> list[Path]:
+        """``<name>.csv``, ``<name>.tex`` (``latex_text``, else the table at its natural size) and ``<name>.html``."""
+        csv, tex, page = (out_dir / f"{self.name}.{ext}" for ext in ("csv", "tex", "html"))
         write_table(self.to_frame(), csv)
-        write_text(tex, self.to_latex())
-        return [csv, tex]
+        write_text(tex, latex_text if latex_text is not None else self.to_latex())
+        write_text(page, display.to_html(self.display()))
+        return [csv, tex, page]
+
+
+def _number(value: float, decimals: int) -> str:
+    return display.MISSING if value is None or math.isnan(value) else f"{value:.{decimals}f}"
+
+
+def _bracketed(std: float, decimals: int) -> str:
+    """``"(1.20)"``; empty where the std is undefined (one seed, or an architecture constant)."""
+    return "" if std is None or math.isnan(std) else f"({std:.{decimals}f})"
 
 
 def _round(value: float) -> float:
@@ -174,12 +242,12 @@ def _round(value: float) -> float:
 
 def _assemble(
     name: str,
+    caption: str,
     label_headers: list[str],
     labels: list[list[str]],
     row_keys: list[str],
     columns: list[Column],
     per_seed_frames: list[pd.DataFrame],
-    comment: str,
     **kwargs,
 ) -> SummaryTable:
     """Summarise one per-seed frame (seed x column keys) per row into a table."""
@@ -192,8 +260,8 @@ def _assemble(
         ns.append(n)
     mean_df = pd.DataFrame(means, index=row_keys, columns=keys) if means else pd.DataFrame(columns=keys)
     std_df = pd.DataFrame(stds, index=row_keys, columns=keys) if stds else pd.DataFrame(columns=keys)
-    return SummaryTable(name, label_headers, labels, row_keys, columns, mean_df.astype(float),
-                        std_df.astype(float), ns, comment, **kwargs)
+    return SummaryTable(name, caption, label_headers, labels, row_keys, columns, mean_df.astype(float),
+                        std_df.astype(float), ns, **kwargs)
 
 
 def metric_block(metrics: pd.DataFrame, metric: str, regions: tuple[str, ...]) -> pd.DataFrame:
@@ -206,19 +274,33 @@ def metric_block(metrics: pd.DataFrame, metric: str, regions: tuple[str, ...]) -
     return per_seed
 
 
-def metric_columns(metric: str, regions: tuple[str, ...]) -> list[Column]:
+def metric_columns(metric: str, regions: tuple[str, ...], groups: tuple[str, ...]) -> list[Column]:
+    """``<metric>_<region>`` columns and the average (header AVG); the direction arrow ends the last group."""
     higher = metric.endswith("dice")
-    return [Column(f"{metric}_{r}", r, _METRIC_TITLES[metric], higher) for r in (*regions, "avg")]
+    groups = groups[:-1] + (f"{groups[-1]} {display.arrow(higher)}",)
+    decimals = 2 if higher else 1  # Dice in % to two decimals as in the paper; HD95 in mm to one
+    return [Column(f"{metric}_{r}", r if r != "avg" else "AVG", groups, higher, decimals) for r in (*regions, "avg")]
+
+
+def _seeds_phrase(n_seeds: list[int], per_seed: str = "the mean over cases") -> str:
+    counts = sorted(set(n_seeds)) or [0]
+    n = "/".join(str(c) for c in counts)
+    seeds = "seed" if counts == [1] else "seeds"
+    return f"mean over {n} {seeds} of {per_seed}, standard deviation over seeds in brackets"
 
 
 # --------------------------------------------------------------------------- Table 1 and 2
 
 
+def modality_columns() -> list[Column]:
+    return (metric_columns("legacy_dice", TABLE1_LEGACY_REGIONS, (_METRIC_TITLES["legacy_dice"],))
+            + metric_columns("lesion_dice", TABLE1_LESION_REGIONS, (_METRIC_TITLES["lesion_dice"],)))
+
+
 def modality_table(groups: list[RunGroup], split: str = "test") -> SummaryTable:
     """Table 1: legacy Dice WT/TC/ET/avg and lesion-wise Dice NETC/SNFH/WT/TC/ET/avg per subset."""
     regions = sorted(set(TABLE1_LEGACY_REGIONS) | set(TABLE1_LESION_REGIONS))
-    columns = (metric_columns("legacy_dice", TABLE1_LEGACY_REGIONS)
-               + metric_columns("lesion_dice", TABLE1_LESION_REGIONS))
+    columns = modality_columns()
     frames = []
     for g in groups:
         metrics = read_metrics(g, split, regions)
@@ -226,41 +308,60 @@ def modality_table(groups: list[RunGroup], split: str = "test") -> SummaryTable:
             metric_block(metrics, "legacy_dice", TABLE1_LEGACY_REGIONS),
             metric_block(metrics, "lesion_dice", TABLE1_LESION_REGIONS),
         ], axis=1))
-    return _assemble(
-        "table1_modality", ["Subset"], [[g.label] for g in groups], [g.key for g in groups], columns, frames,
-        comment=f"Modality study ({split} split): Dice x100, mean (std) over seeds of the mean over cases. "
-        "avg = mean of WT, TC, ET. Generated by `brainmets tables`.",
+    table = _assemble(
+        "table1_modality", "", ["Subset"], [[g.label] for g in groups], [g.key for g in groups], columns, frames,
         extra={"subset_key": [g.subset for g in groups]},
     )
+    table.caption = (
+        f"Modality study on the {split} split: Dice (%) of the 3D U-Net trained on each subset of sequences; "
+        f"{_seeds_phrase(table.n_seeds)}. AVG: mean of WT, TC and ET. Best in bold, second underlined."
+    )
+    return table
+
+
+def comparison_columns() -> list[Column]:
+    """Table 2 in the paper's layout: legacy, then lesion-wise; Dice, then HD95; WT/TC/ET/AVG each."""
+    return [c for top, title, metric in TABLE2_BLOCKS for c in metric_columns(metric, TRAIN_REGIONS, (top, title))]
 
 
 def comparison_table(groups: list[RunGroup], split: str = "test") -> SummaryTable:
-    """Table 2: legacy and lesion-wise Dice and HD95 for WT/TC/ET/avg per model."""
-    metrics_order = ("legacy_dice", "lesion_dice", "legacy_hd95", "lesion_hd95")
-    columns = [c for m in metrics_order for c in metric_columns(m, TRAIN_REGIONS)]
+    """Table 2: legacy and lesion-wise Dice and HD95 for WT/TC/ET/avg per model (:func:`comparison_columns`)."""
+    columns = comparison_columns()
     frames = []
     for g in groups:
         metrics = read_metrics(g, split, TRAIN_REGIONS)
-        frames.append(pd.concat([metric_block(metrics, m, TRAIN_REGIONS) for m in metrics_order], axis=1))
-    return _assemble(
-        "table2_comparison", ["Model"], [[g.label] for g in groups], [g.key for g in groups], columns, frames,
-        comment=f"Comparison ({split} split): Dice x100, HD95 in mm; mean (std) over seeds of the mean over "
-        "cases. avg = mean of WT, TC, ET. Generated by `brainmets tables`.",
+        frames.append(pd.concat([metric_block(metrics, m, TRAIN_REGIONS) for _, _, m in TABLE2_BLOCKS], axis=1))
+    table = _assemble(
+        "table2_comparison", "", ["Model"], [[g.label] for g in groups], [g.key for g in groups], columns, frames,
         extra={"subset_key": [g.subset_resolved for g in groups]},
     )
+    table.caption = (
+        f"Comparison on the {split} split: Dice (%) and HD95 (mm) per region; {_seeds_phrase(table.n_seeds)}. "
+        "AVG: mean of WT, TC and ET. Best in bold, second underlined."
+    )
+    return table
+
+
+def comparison_latex(table: SummaryTable, layout: str) -> str:
+    """Table 2 as one float shrunk to the text width where wider (``single``) or two (``split``)."""
+    if layout not in TABLE2_LAYOUTS:
+        raise BrainmetsError(f"reporting.table2_layout: {layout!r} is not one of {', '.join(TABLE2_LAYOUTS)}")
+    return table.to_latex(fit_width=layout == "single", split=layout == "split")
 
 
 # --------------------------------------------------------------------------- efficiency
 
 
+_LOWER = display.arrow(False)
+#: Quantity above, unit or part below: two short header lines keep the table within a page.
 EFFICIENCY_COLUMNS = [
-    Column("parameters_m", "Params (M)", "", False, 2),
-    Column("gmac_per_window", "GMAC/window", "", False, 1),
-    Column("detector_gmac_per_window", "Det. GMAC/window", "", False, 1),
-    Column("gflop_per_case", "GFLOP/case", "", False, 1),
-    Column("gflop_single_pass_per_case", "GFLOP/case (1 pass)", "", False, 1),
-    Column("seconds_per_case", "s/case", "", False, 2),
-    Column("windows_kept_pct", "Windows kept (%)", "", False, 1),
+    Column("parameters_m", "(M)", (f"Params {_LOWER}",), False, 1, significant=2),
+    Column("gmac_per_window", "segm.", (f"GMAC/window {_LOWER}",), False, 0, significant=2),
+    Column("detector_gmac_per_window", "det.", (f"GMAC/window {_LOWER}",), False, 0, significant=2),
+    Column("gflop_per_case", "measured", (f"GFLOP/case {_LOWER}",), False, 0, significant=2),
+    Column("gflop_single_pass_per_case", "1 pass", (f"GFLOP/case {_LOWER}",), False, 0, significant=2),
+    Column("seconds_per_case", "s/case", (f"Time {_LOWER}",), False, 1, significant=2),
+    Column("windows_kept_pct", "kept (%)", (f"Windows {_LOWER}",), False, 1),
 ]
 
 
@@ -305,15 +406,20 @@ def efficiency_table(groups: list[RunGroup], split: str = "test") -> SummaryTabl
                                   "detector_gmac_per_window": [det_gmac]})
         frames.append((per_seed, constants))
     table = _assemble(
-        "efficiency", ["Model"], [[g.label] for g in groups], [g.key for g in groups], EFFICIENCY_COLUMNS,
+        "efficiency", "", ["Model"], [[g.label] for g in groups], [g.key for g in groups], EFFICIENCY_COLUMNS,
         [per_seed for per_seed, _ in frames],
-        comment=f"Efficiency ({split} split): parameters and GMAC per sliding window from model_info.json; "
-        "measured FLOPs, seconds and kept windows per case, mean (std) over seeds. Generated by `brainmets tables`.",
     )
     for key, (_, constants) in zip(table.row_keys, frames):
         for col in ("parameters_m", "gmac_per_window", "detector_gmac_per_window"):
             table.mean.at[key, col] = constants.at[0, col]
             table.std.at[key, col] = np.nan
+    table.caption = (
+        f"Efficiency on the {split} split: parameters (millions, detector and segmentor together for the "
+        "two-stage model) and GMAC per sliding window of the segmentation network (segm.) and of the "
+        "detector (det.), from model_info.json; measured GFLOP per case and what one pass of the "
+        "single-pass reference over all windows costs (1 pass), seconds per case and sliding windows kept "
+        f"(%); {_seeds_phrase(table.n_seeds)} where measured. Lowest in bold, second underlined."
+    )
     return table
 
 
@@ -321,12 +427,17 @@ def efficiency_table(groups: list[RunGroup], split: str = "test") -> SummaryTabl
 
 
 def size_bin_labels(edges: list[float]) -> list[str]:
-    """``[10, 100]`` -> ``["<10", "10-100", ">=100"]`` (mm^3; left-closed bins)."""
+    """CSV names of the bins: ``[10, 100]`` -> ``["<10", "10-100", ">=100"]`` (mm^3; left-closed bins)."""
     fmt = lambda v: f"{v:g}"  # noqa: E731
     labels = [f"<{fmt(edges[0])}"]
     labels += [f"{fmt(lo)}-{fmt(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
     labels.append(f">={fmt(edges[-1])}")
     return labels
+
+
+def size_bin_headers(edges: list[float]) -> list[str]:
+    """Printed names of the bins: ``[10, 100]`` -> ``["<10", "10–100", "≥100"]``."""
+    return [lab.replace(">=", "≥").replace("-", "–") for lab in size_bin_labels(edges)]
 
 
 def assign_size_bins(volumes: pd.Series, edges: list[float]) -> pd.Series:
@@ -335,24 +446,30 @@ def assign_size_bins(volumes: pd.Series, edges: list[float]) -> pd.Series:
                      index=volumes.index)
 
 
-SENSITIVITY_TITLE = latex.Raw(r"Sensitivity (\%) by GT lesion volume (mm$^3$)")
+SENSITIVITY_TITLE = f"Sensitivity (%) {display.arrow(True)} by GT lesion volume (mm³)"
+
+
+def detection_columns(edges: list[float]) -> list[Column]:
+    columns = [Column(f"sens_{lab}", header, (SENSITIVITY_TITLE,), True, 1)
+               for lab, header in zip(size_bin_labels(edges), size_bin_headers(edges))]
+    return columns + [Column("sens_all", "all", (SENSITIVITY_TITLE,), True, 1),
+                      Column("fp_per_patient", f"FP/patient {display.arrow(False)}", ("",), False, 2)]
 
 
 def detection_table(
     groups: list[RunGroup], edges: list[float], regions: list[str], split: str = "test"
 ) -> SummaryTable:
-    """Lesion-wise sensitivity per GT size bin (counted GT lesions) and FP per patient.
+    """Lesion-wise sensitivity per GT size bin (counted GT lesions) and FP per patient, per region.
 
     Per seed: sensitivity = detected / all counted GT lesions of the bin,
     pooled over the split's cases; FP per patient = mean over cases of
     ``num_fp``. Then mean (std) over seeds. A bin without lesions prints
-    ``--``; the CSV has the number of GT lesions per bin (``n_<bin>``).
+    ``–``; the CSV has the number of GT lesions per bin (``n_<bin>``).
+    Best and second are marked within each region.
     """
     edges = sorted(float(e) for e in edges)
     bin_labels = size_bin_labels(edges)
-    columns = [Column(f"sens_{lab}", lab, SENSITIVITY_TITLE, True, 1) for lab in bin_labels]
-    columns += [Column("sens_all", "all", SENSITIVITY_TITLE, True, 1),
-                Column("fp_per_patient", "FP/patient", "", False, 2)]
+    columns = detection_columns(edges)
     loaded = {g.key: (read_metrics(g, split, regions), read_lesions(g, split)) for g in groups}
     for g in groups:
         if "num_fp" not in loaded[g.key][0].columns:
@@ -376,15 +493,19 @@ def detection_table(
             first = gt[gt["seed"] == g.seeds[0]]
             for i, lab in enumerate(bin_labels):
                 counts[f"n_{lab}"].append(int((first["bin"] == i).sum()))
-            labels.append([g.label, region])
+            labels.append([region, g.label])
             keys.append(f"{g.key}:{region}")
             blocks.append(region)
-    return _assemble(
-        "detection", ["Model", "Region"], labels, keys, columns, frames,
-        comment=f"Detection ({split} split): lesion-wise sensitivity (%) of counted GT lesions by volume bin, "
-        "false-positive lesions per patient; mean (std) over seeds. Generated by `brainmets tables`.",
-        rank_groups=blocks, extra=counts,
+    table = _assemble(
+        "detection", "", ["Region", "Model"], labels, keys, columns, frames, rank_groups=blocks, extra=counts,
     )
+    table.caption = (
+        f"Detection on the {split} split: lesion-wise sensitivity (%) of the counted ground-truth lesions by "
+        f"volume, and false-positive lesions per patient; "
+        f"{_seeds_phrase(table.n_seeds, 'the sensitivity over all lesions and the FP mean over cases')}. "
+        "Best in bold and second underlined within each region."
+    )
+    return table
 
 
 def _sensitivity(gt: pd.DataFrame) -> float:
@@ -444,25 +565,54 @@ def significance_table(groups: list[RunGroup], split: str = "test",
 
 def format_p(p: float) -> str:
     if p is None or math.isnan(p):
-        return "--"
-    return "$<$0.001" if p < 0.001 else f"{p:.3f}"
+        return display.MISSING
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def significance_latex(df: pd.DataFrame) -> str:
-    reference = df["reference"].iloc[0] if len(df) else "two-stage"
-    rows = []
+def reachability_note(df: pd.DataFrame, alpha: float = ALPHA) -> str:
+    """A caption sentence where the split is too small for any test (or any Holm-corrected test) to reach ``alpha``.
+
+    Bounded by the exact test's smallest p with the most cases of any row;
+    empty where a small enough p is possible.
+    """
+    tested = df["n_cases"][df["p_value"].notna()] if len(df) else pd.Series(dtype=int)
+    if tested.empty:
+        return ""
+    n, m = int(tested.max()), len(tested)
+    smallest = wilcoxon_smallest_p(n)
+    if smallest >= alpha:
+        return (f"With {n} test cases no two-sided Wilcoxon signed-rank test can give p < {smallest:.3g}, "
+                f"so no difference can reach p < {alpha}; more test cases are needed.")
+    if m * smallest >= alpha:
+        return (f"With {n} test cases and Holm's correction over {m} tests, no corrected p can fall below "
+                f"{min(1.0, m * smallest):.3g}, so no difference can reach p (Holm) < {alpha}.")
+    return ""
+
+
+def significance_display(df: pd.DataFrame, split: str = "test") -> display.DisplayTable:
+    """The tests as people read them: one block per model, significant p (Holm) in bold."""
+    reference = df["reference"].iloc[0] if len(df) else "the two-stage model"
+    tested = set(df["metric"])
+    units = ", ".join(u for u, shown in (("Dice in percentage points", any(m.endswith("dice") for m in tested)),
+                                          ("HD95 in mm", any(m.endswith("hd95") for m in tested))) if shown)
+    cells, marks = [], []
     for r in df.itertuples(index=False):
-        p_holm = format_p(r.p_holm)
-        rows.append([
-            latex.escape(r.model), latex.escape(_METRIC_TITLES[r.metric].replace(" (%)", "")), r.region,
-            str(r.n_cases), f"{r.mean_difference:+.2f}" if not math.isnan(r.mean_difference) else "--",
-            format_p(r.p_value), rf"\textbf{{{p_holm}}}" if r.significant else p_holm,
-        ])
-    return latex.tabular(
-        "lllrrrr", ["Model", "Metric", "Region", "n", "Mean diff.", "p", "p (Holm)"], rows,
-        comment=f"Paired two-sided Wilcoxon signed-rank tests over test cases (per-case value = mean over seeds): "
-        f"{reference} minus each model (Dice in percentage points); Holm-corrected over all rows; "
-        f"bold: p (Holm) < {ALPHA}. Generated by `brainmets tables`.",
+        diff = display.MISSING if math.isnan(r.mean_difference) else f"{r.mean_difference:+.2f}".replace("-", "−")
+        cells.append([r.model, _METRIC_TITLES[r.metric].replace(" (%)", ""), r.region, str(r.n_cases), diff,
+                      format_p(r.p_value), format_p(r.p_holm)])
+        marks.append([None] * 6 + ["significant" if r.significant else None])
+    caption = (
+        f"Paired two-sided Wilcoxon signed-rank tests over the {split} cases (per-case value: mean over seeds): "
+        f"{reference} minus each model{f' ({units})' if units else ''}; p (Holm): Holm-corrected over all rows, "
+        f"bold where below {ALPHA}."
+    )
+    if df.empty:
+        caption += " No test: Table 2 has no two-stage model or no other model to compare it with."
+    note = reachability_note(df)
+    return display.DisplayTable(
+        "table2_significance", f"{caption} {note}".strip(),
+        [(h,) for h in ("Model", "Metric", "Region", "n", "Mean diff.", "p", "p (Holm)")], 3, cells, marks,
+        blocks=df["model"].tolist(),
     )
 
 
@@ -470,7 +620,7 @@ def significance_latex(df: pd.DataFrame) -> str:
 
 
 def make_tables(results: str | Path, cfg: ReportConfig, out_dir: str | Path, split: str = "test") -> list[Path]:
-    """Write every table (CSV + LaTeX) under ``out_dir``; returns the files written.
+    """Write every table (CSV, LaTeX, HTML) under ``out_dir``; returns the files written.
 
     Missing optional studies (no baselines, no two-stage) give tables
     without those rows; a configured run whose files are missing is an error.
@@ -482,11 +632,15 @@ def make_tables(results: str | Path, cfg: ReportConfig, out_dir: str | Path, spl
         raise BrainmetsError("no modality-study subsets configured (modality_study.subsets)")
     written += modality_table(mod_groups, split).write(out_dir)
     comp_groups = comparison_groups(results, cfg)
-    written += comparison_table(comp_groups, split).write(out_dir)
+    comparison = comparison_table(comp_groups, split)
+    written += comparison.write(out_dir, comparison_latex(comparison, cfg.table2_layout))
     significance = significance_table(comp_groups, split)
-    write_table(significance, out_dir / "table2_significance.csv")
-    write_text(out_dir / "table2_significance.tex", significance_latex(significance))
-    written += [out_dir / "table2_significance.csv", out_dir / "table2_significance.tex"]
+    shown = significance_display(significance, split)
+    csv, tex, page = (out_dir / f"{shown.name}.{ext}" for ext in ("csv", "tex", "html"))
+    write_table(significance, csv)
+    write_text(tex, display.to_latex(shown))
+    write_text(page, display.to_html(shown))
+    written += [csv, tex, page]
     written += efficiency_table(comp_groups, split).write(out_dir)
     written += detection_table(comp_groups, cfg.size_bins, cfg.detection_regions, split).write(out_dir)
     for path in written:

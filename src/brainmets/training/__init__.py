@@ -6,12 +6,13 @@ Public API:
 * :func:`train` (config, :class:`RunRequest`) -> :class:`TrainResult` (loop.py; the files it writes,
   stopping on signals); the loop itself is ``trainer.Trainer`` (set-up, resume, step, validate, checkpoint)
 * :func:`resolve_subset` (``KEY`` | ``selected`` | ``@selection.json``) -> canonical key
-* :func:`training_settings` (config) -> :class:`TrainingSettings` (settings.py lists every config key)
+* :func:`training_settings` (validated config) -> :class:`TrainingSettings` (keys and defaults: the config schema)
 
 torch and MONAI are imported when :func:`train` runs, not at import time.
 """
 
-from brainmets.training.loop import RunRequest, TrainResult, resolve_subset, train
+from brainmets.decision import resolve_subset
+from brainmets.training.loop import RunRequest, TrainResult, train
 from brainmets.training.settings import TrainingSettings, model_task, training_settings
 
 __all__ = ["RunRequest", "TrainResult", "TrainingSettings", "model_task", "resolve_subset", "train",

@@ -2,7 +2,7 @@
 
 Rotation, isotropic scaling, Gaussian noise, Gaussian smoothing,
 multiplicative intensity scaling, simulated low resolution and mirroring, each
-with its own probability (``training.augmentation``; see settings.py). Spatial
+with its own probability (``training.augmentation`` of the config schema). Spatial
 transforms move the label with the image (nearest-neighbour for the label).
 
 Determinism: the sampler calls :meth:`PatchAugmenter.reseed` with a seed

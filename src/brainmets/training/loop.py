@@ -46,9 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from brainmets.constants import parse_subset, subset_key
-from brainmets.errors import BrainmetsError
-from brainmets.io import read_json
 from brainmets.stopping import DEFAULT_WARNING_SIGNAL, StopSignals, stop_signals
 
 logger = logging.getLogger(__name__)
@@ -80,25 +77,6 @@ class TrainResult:
     data_wait_fraction: float = float("nan")
     best: dict[str, Any] | None = None
     signal: str | None = None  # name of the signal that stopped the run
-
-
-def resolve_subset(subset: str, selection: str | Path | None = None) -> str:
-    """A canonical subset key from ``KEY``, ``selected`` (needs ``selection``) or ``@<selection json>``."""
-    source = None
-    if subset == "selected":
-        if selection is None:
-            raise BrainmetsError("--subset selected needs --selection results/selection/modality.json")
-        source = Path(selection)
-    elif subset.startswith("@"):
-        source = Path(subset[1:])
-    if source is not None:
-        decision = read_json(source)
-        if not isinstance(decision, dict) or "chosen_subset" not in decision:
-            raise BrainmetsError(f"{source} has no 'chosen_subset' (expected a `brainmets select` decision file)")
-        subset = str(decision["chosen_subset"])
-    key = subset_key(subset.split("+"))
-    parse_subset(key)
-    return key
 
 
 def train(config: Mapping[str, Any], request: RunRequest, progress: bool = True, stop_at: int | None = None,

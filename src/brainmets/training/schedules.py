@@ -28,10 +28,13 @@ class LearningRate:
         self.name = schedule.name
         self.base_lr = float(base_lr)
         self.iterations = int(iterations)
-        self.exponent = float(schedule.exponent)
-        self.warmup = min(int(schedule.warmup_iterations), self.iterations)
-        self.warmup_start_lr = float(schedule.warmup_start_lr)
-        self.min_lr = float(schedule.min_lr)
+        # only the fields of this schedule are set (the others are None in its settings)
+        if self.name == "poly":
+            self.exponent = float(schedule.exponent)
+        if self.name == "warmup_cosine":
+            self.warmup = min(int(schedule.warmup_iterations), self.iterations)
+            self.warmup_start_lr = float(schedule.warmup_start_lr)
+            self.min_lr = float(schedule.min_lr)
 
     def __call__(self, t: int) -> float:
         t = min(max(int(t), 0), self.iterations)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from brainmets.constants import TRAIN_REGIONS, subset_channels
+from brainmets.decision import resolve_subset
 from brainmets.errors import BrainmetsError
 from brainmets.io import read_table, write_json, write_table, write_text
 from brainmets.models import (
@@ -41,7 +42,7 @@ from brainmets.stopping import StopSignals
 from brainmets.tracking import RunTracker, tracking_uri
 from brainmets.training.augment import PatchAugmenter
 from brainmets.training.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
-from brainmets.training.loop import RunRequest, TrainResult, resolve_subset
+from brainmets.training.loop import RunRequest, TrainResult
 from brainmets.training.losses import detection_loss, detection_targets, region_targets, segmentation_loss
 from brainmets.training.sampling import Batch, BatchPrefetcher, PatchSampler, step_seed
 from brainmets.training.schedules import build_optimizer, build_scheduler
