@@ -73,9 +73,6 @@ ENV_DEFAULTS: dict[str, str] = {
 
 #: Tags of every study experiment: the kind MLflow 3's UI reads to show the runs table, not GenAI traces.
 EXPERIMENT_TAGS: dict[str, str] = {"mlflow.experimentKind": "custom_model_development"}
-#: Alias of the two-stage subset chosen by the modality study, as run names print it.
-SELECTED = "selected"
-
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_VALUE = 6000

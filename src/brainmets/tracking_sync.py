@@ -14,7 +14,7 @@ concurrent writers on one sqlite file).
 * **Two-stage model.** The combined model (detector + segmentor, evaluated in
   :func:`combined_run_dir`) is not a training run: it gets a run of its own,
   ``role=combined``, under the two-stage parent, named like the others
-  (``twostage/selected(t1c+t2w)/seed0``) and tagged with the ids of the
+  (``combined/selected(t1c+t2w)/seed0``) and tagged with the ids of the
   detector and segmentor runs it was built from (which in turn get its id as
   ``combined_run_id``). Its outcome is then in exactly one row of the runs
   table, not copied on two training runs that did not produce it alone.
@@ -49,20 +49,14 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from brainmets.constants import SELECTED
+from brainmets.decision import read_selection, selected_subset, selection_path
 from brainmets.errors import BrainmetsError
-from brainmets.reporting.collect import (
-    discover_seeds,
-    make_group,
-    read_inference,
-    read_metrics,
-    read_selected_subset,
-    selection_path,
-)
+from brainmets.reporting.collect import TWOSTAGE_COMBINED, discover_seeds, make_group, read_inference, read_metrics
 from brainmets.reporting.stats import SCORE_METRICS, per_seed_region_means
 from brainmets.reporting.tables import AVERAGE_REGIONS
 from brainmets.tracking import (
     DEFAULT_STUDIES,
-    SELECTED,
     _client,
     _experiment_id,
     _parent_run_id,
@@ -75,8 +69,6 @@ log = logging.getLogger(__name__)
 
 #: Splits whose outcome is synced (those the workflow predicts and evaluates).
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
-#: Model directory of the two-stage model's combined predictions, next to ``detector/`` and ``segmentor/``.
-COMBINED_MODEL = "twostage"
 #: The two training runs a combined two-stage model is made of.
 TWOSTAGE_PARTS: tuple[str, ...] = ("detector", "segmentor")
 #: Result folders whose files the parents carry as artifacts.
@@ -88,7 +80,7 @@ _MAX_RUNS = 50000  # the SQL store's largest page
 
 def combined_run_dir(results: str | Path, subset: str, seed: int) -> Path:
     """Run directory of the combined two-stage model (predictions, metrics, inference)."""
-    return Path(results) / "twostage" / COMBINED_MODEL / subset / f"seed{seed}"
+    return Path(results) / "twostage" / TWOSTAGE_COMBINED / subset / f"seed{seed}"
 
 
 @dataclass
@@ -171,12 +163,10 @@ def _log(client, run_id: str, outcome: Mapping[str, tuple[float, int]], tags: Ma
 
 def _selection_tags(results: Path) -> dict[str, str]:
     path = selection_path(results)
-    if not path.is_file():
+    if not path.is_file():  # no modality study run yet: nothing to summarise
         return {}
-    from brainmets.io import read_json
-
-    decision = read_json(path)
-    tags = {"chosen_subset": str(decision.get("chosen_subset", ""))}
+    decision = read_selection(path)
+    tags = {"chosen_subset": str(decision["chosen_subset"])}
     for key in ("metric", "split", "override", "warning"):
         if decision.get(key) is not None:
             tags[f"selection_{key}"] = str(decision[key])
@@ -251,7 +241,7 @@ def _sync_combined(client, experiment_id: str, parent_id: str, results: Path, ru
     model, subset_dir, seed_dir = run_dir.parts[-3:]
     seed = int(seed_dir[len("seed"):])
     alias = SELECTED if subset_dir == SELECTED else None
-    subset = read_selected_subset(results) if alias else subset_dir
+    subset = selected_subset(selection_path(results)) if alias else subset_dir
     run_id = run.info.run_id if run else _create_combined(
         client, experiment_id, parent_id, run_dir, model, subset, alias, seed, parts, outcome)
     tags = {"mlflow.runName": run_name(model, subset, seed, alias)}

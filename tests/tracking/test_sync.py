@@ -22,7 +22,7 @@ pytestmark = pytest.mark.xdist_group("tracking")
 
 SCORES = ("legacy_dice", "legacy_hd95", "lesion_dice", "lesion_hd95")
 #: The combined two-stage run this module adds: the modality study's choice (t1c), seed 0.
-COMBINED = "twostage/twostage/selected/seed0"
+COMBINED = "twostage/combined/selected/seed0"
 ORDER_KEY = "test/lesion_dice_avg"
 
 
@@ -123,7 +123,7 @@ def test_the_combined_two_stage_run_says_selected_and_sits_under_the_twostage_pa
     parent = next(r for r in runs if tags(r)["role"] == "parent")
     assert len(combined) == 1
     run = combined[0]
-    assert run["info"]["run_name"] == "twostage/selected(t1c)/seed0"
+    assert run["info"]["run_name"] == "combined/selected(t1c)/seed0"
     assert tags(run)["subset_alias"] == "selected" and tags(run)["subset"] == "t1c"
     assert tags(run)["mlflow.parentRunId"] == parent["info"]["run_id"]
     assert tags(run)["run_dir"] == str((study.results / COMBINED).resolve())
