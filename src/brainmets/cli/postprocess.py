@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     apply.add_argument("--decision", type=Path, required=True, help="decision JSON written by `tune`")
     apply.add_argument("--in-dir", type=Path, required=True, help="folder of <case>.nii.gz label maps")
     apply.add_argument("--out-dir", type=Path, required=True, help="folder to write the cleaned maps to")
+    apply.add_argument("--subdirs", nargs="+", metavar="NAME",
+                       help="postprocess IN/<NAME> into OUT/<NAME> for each NAME (e.g. the splits val test)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
                                  args.split, args.grid, args.out)
         print(f"{args.out}: {decision['min_volume_mm3']} (chosen on {args.split})")
     else:
-        written = apply_to_dir(read_decision(args.decision), args.in_dir, args.out_dir)
-        print(f"{len(written)} prediction(s) postprocessed into {args.out_dir}")
+        decision = read_decision(args.decision)
+        pairs = ([(args.in_dir / name, args.out_dir / name) for name in args.subdirs] if args.subdirs
+                 else [(args.in_dir, args.out_dir)])
+        for in_dir, out_dir in pairs:
+            written = apply_to_dir(decision, in_dir, out_dir)
+            print(f"{len(written)} prediction(s) postprocessed into {out_dir}")
     return 0
