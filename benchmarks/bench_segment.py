@@ -38,7 +38,7 @@ SUBSET = "t1c+t1n+t2f"
 SEEDS = (0, 1, 2)
 
 
-def synth_case(root: Path) -> dict[str, Path]:
+def synth_case(root: Path) -> tuple[str, dict[str, Path]]:
     subprocess.run([sys.executable, "-m", "brainmets", "synth", "--out-dir", str(root), "--n-cases", "1",
                     "--no-progress"], check=True)
     from brainmets.inference.segment import find_cases
