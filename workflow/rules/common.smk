@@ -20,7 +20,15 @@ try:
         write_resolved_config,
     )
     from brainmets.constants import all_subsets
-    from brainmets.reporting.collect import TWOSTAGE_COMBINED, report_config
+    from brainmets.errors import BrainmetsError
+    from brainmets.reporting.collect import (
+        ENSEMBLE_SOURCES,
+        ENSEMBLE_VARIANTS,
+        ENSEMBLES,
+        TWOSTAGE_COMBINED,
+        ensemble_members,
+        report_config,
+    )
     from brainmets.reporting.figures import figure_stems, training_figure_stems
     from brainmets.reporting.tables import TABLE_NAMES
 except ImportError as exc:
@@ -361,3 +369,75 @@ def selection_extra_args():
     if sel["allow_test"]:
         args.append("--allow-test")
     return " ".join(args)
+
+
+# --------------------------------------------------------------------------- ensembles (ensembles.smk)
+
+try:
+    #: (source, subset) of each seed ensemble: the two-stage model and/or the modality study's network.
+    ENSEMBLE_MEMBERS = ensemble_members(config)
+except BrainmetsError as exc:
+    raise WorkflowError(str(exc))
+ENSEMBLES_DIR = f"{RESULTS}/{ENSEMBLES}"
+EXTERNAL = config["external"]
+
+
+def ensemble_runs(source, subset):
+    """``{"models": [...], "detectors": [...]}``: the model.pt of every seed of one ensemble's runs."""
+    if source == "twostage":
+        return {
+            "models": expand(f"{RESULTS}/twostage/segmentor/{subset}/seed{{seed}}/model.pt", seed=SEEDS),
+            "detectors": expand(f"{RESULTS}/twostage/detector/{subset}/seed{{seed}}/model.pt", seed=SEEDS),
+        }
+    return {"models": expand(f"{RESULTS}/modality/{MODALITY_MODEL}/{subset}/seed{{seed}}/model.pt", seed=SEEDS)}
+
+
+def get_ensemble_inputs(wildcards):
+    """A seed ensemble's trained runs, the split table, the cohort (raw cases) and the cache (the run cards')."""
+    inputs = {**ensemble_runs(wildcards.source, wildcards.subset), "splits": SPLITS_TSV, "cache": CACHE_DONE}
+    if SYNTHETIC:
+        inputs["cohort"] = SYNTH_DONE
+    return inputs
+
+
+def ensemble_model_args(wildcards, input):
+    """`--model RUN...` (and `--detector RUN...`) of `brainmets segment`: the run directories of model.pt inputs."""
+    args = "--model " + " ".join(str(Path(p).parent) for p in input.models)
+    if "detectors" in input.keys():
+        args += " --detector " + " ".join(str(Path(p).parent) for p in input.detectors)
+    return args
+
+
+def mirror_arg(wildcards):
+    return "--mirror" if wildcards.variant == "mirror" else "--no-mirror"
+
+
+def ensemble_metrics():
+    """Metrics of every ensemble row (Table 2) when ensembles are enabled."""
+    return [
+        f"{ENSEMBLES_DIR}/{source}/{subset}/{variant}/metrics/{split}.tsv"
+        for source, subset in ENSEMBLE_MEMBERS
+        for variant in ENSEMBLE_VARIANTS
+        for split in EVAL_SPLITS
+    ]
+
+
+def get_external_inputs(wildcards):
+    """The configured ensemble (`ensembles.external_model`) and its postprocessing decision, for an external folder."""
+    if EXTERNAL is None:
+        raise WorkflowError("segment_external needs the folder to segment: --config external=DIR")
+    if not Path(EXTERNAL).is_dir():
+        raise WorkflowError(f"external folder not found: {EXTERNAL} (--config external=DIR)")
+    source = config["ensembles"]["external_model"]
+    subset = dict(ensemble_members(config, only_enabled=False)).get(source)
+    if subset is None:
+        raise WorkflowError(
+            f"ensembles.external_model is {source!r} but ensembles.members.{source} is null: "
+            "no ensemble to segment with"
+        )
+    return {**ensemble_runs(source, subset), "decision": f"{ENSEMBLES_DIR}/{source}/{subset}/postprocessing.json"}
+
+
+def external_name():
+    """Output folder name under results/external/: the external folder's name."""
+    return Path(EXTERNAL).resolve().name if EXTERNAL else "unset"
