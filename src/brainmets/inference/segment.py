@@ -288,7 +288,7 @@ def segment_case(case: str, files: Mapping[str, Path], model: SegmentationModel)
         for member in model.members
     ])
     probabilities = members.mean(axis=0, dtype=np.float64).astype(np.float32)
-    labels = regions_to_labels(probabilities, model.settings.threshold)
+    labels = regions_to_labels(probabilities, model.settings.threshold, model.settings.label_export)
     return CaseSegmentation(case, labels, probabilities, members, meta)
 
 
