@@ -339,7 +339,9 @@ def get_split_inputs(wildcards):
 
 
 def split_file_arg(wildcards, input):
-    return f"--split-file {input.split_file}" if "split_file" in input.keys() else ""
+    if "split_file" not in input.keys():
+        return ""
+    return f"--split-file {input.split_file} --on-bad-case {DATA['on_bad_case']}"
 
 
 def get_cached_cases(wildcards):

@@ -284,7 +284,8 @@ def validate_split(
     unknown = [c for c in dict.fromkeys(listed) if c not in status]
     if unknown:
         (tolerated if on_bad_case == "skip" else problems).append(
-            f"{len(unknown)} listed case(s) not in the case table (not under the data root): {_list(unknown)}")
+            f"{len(unknown)} listed case(s) not in the case table: {_list(unknown)} (not under the data root); "
+            "data.on_bad_case: skip uses the listed rest")
     skipped = [c for c in dict.fromkeys(listed) if status.get(c, "ok") != "ok"]
     if skipped:
         detail = "; ".join(f"{reasons.get(c) or c}" for c in skipped[:5])
