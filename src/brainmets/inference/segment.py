@@ -211,7 +211,7 @@ def load_model(
     check_members([c["segmentor"] for c in cards], "ensemble")
     inference = {
         "mirror": bool(mirror), "overlap": settings.overlap, "blend": settings.blend,
-        "threshold": settings.threshold,
+        "average": settings.average, "threshold": settings.threshold, "label_export": settings.label_export,
         **({"detector_threshold": settings.detector_threshold} if detectors else {}),
     }
     card = combined_card(cards, inference)

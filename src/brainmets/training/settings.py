@@ -16,7 +16,8 @@ nothing again. In short:
     detector_threshold 0 and detector_draws 4 for train-on-detected.
 ``training.detection`` (the patch classifier of the two-stage model)
     iterations 40400 (400 epochs of 101 steps), 2 x 5 crops, pos_fraction 0.5,
-    target any_tumour, negatives tumour_free, no clipping, Adam (lr 4e-4), linear warm-up over 1010 steps then cosine.
+    target any_tumour, negatives tumour_free, no clipping, Adam (lr 4e-4),
+    linear warm-up over 1010 steps then cosine.
 ``training.augmentation``
     nnU-Net's augmentations and probabilities (rotation, scaling, noise,
     smoothing, intensity scaling, simulated low resolution, mirroring); the
