@@ -142,3 +142,30 @@ def test_paper_keys_reach_the_settings():
     # the defaults keep the project's choices
     default = training_settings({"training": validate_section("training")})
     assert (default.segmentation.dice, default.detection.target) == ("batch", "any_tumour")
+
+
+def test_trainer_uses_the_paper_keys(tiny_data, tiny_config, tmp_path):
+    from brainmets.models import forward_outputs
+    from brainmets.training.losses import region_targets
+    from brainmets.training.loop import RunRequest
+    from brainmets.training.trainer import Trainer
+
+    cache, splits = tiny_data
+    tiny_config["training"]["segmentation"].update(dice="sample", deep_supervision_normalise=False,
+                                                   positive_centre="voxel", positive_region="tc_et")
+    tiny_config["training"]["detection"].update(target="label_sum", negatives="brain")
+    run = dict(study="twostage", subset="t1c+t2f", seed=0, cache_dir=cache, splits=splits)
+    segmentor = Trainer(tiny_config, RunRequest(model="segmentor", out_dir=tmp_path / "seg", **run))
+    assert segmentor.sampler.positive_labels == (1, 3) and segmentor.sampler.positive_centre == "voxel"
+    batch = segmentor.sampler.batch(0)
+    with torch.no_grad():
+        main, aux, _ = forward_outputs(segmentor.model, segmentor.runtime.inputs(batch.image))
+    target = region_targets(batch.label)
+    expected = segmentation_loss(main, aux, target, 0.5, normalise=False, dice="sample").item()
+    assert len(aux) == 1  # two heads: weights 1 and 0.5
+    assert segmentor.train_step(batch)[0] == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(segmentation_loss(main, aux, target, 0.5).item(), rel=1e-3)
+
+    detector = Trainer(tiny_config, RunRequest(model="detector", out_dir=tmp_path / "det", **run))
+    assert not detector.sampler.tumour_free_negatives
+    assert (detector.ts.target, detector.sampler.positive_labels) == ("label_sum", (1, 2, 3))
