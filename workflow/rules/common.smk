@@ -339,15 +339,29 @@ def get_index_inputs(wildcards):
     return [SYNTH_DONE] if SYNTHETIC else []
 
 
+def split_file_path(path):
+    """A relative split file is read from the working directory, or else from this repository.
+
+    So the split that ships with the repository (configs/paper_split.tsv) is found
+    whichever directory the workflow runs in, and a user's own file still wins.
+    """
+    if Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = Path(workflow.basedir) / path
+    return str(shipped) if shipped.exists() else path
+
+
 def get_split_inputs(wildcards):
     inputs = {"cases": CASES_TSV}
     if DATA["split"]["file"] is not None:
-        inputs["split_file"] = DATA["split"]["file"]
+        inputs["split_file"] = split_file_path(DATA["split"]["file"])
     return inputs
 
 
 def split_file_arg(wildcards, input):
-    return f"--split-file {input.split_file}" if "split_file" in input.keys() else ""
+    if "split_file" not in input.keys():
+        return ""
+    return f"--split-file {input.split_file} --on-bad-case {DATA['on_bad_case']}"
 
 
 def get_cached_cases(wildcards):

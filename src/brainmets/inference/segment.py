@@ -220,7 +220,7 @@ def load_model(
     check_members([c["segmentor"] for c in cards], "ensemble")
     inference = {
         "mirror": bool(mirror), "overlap": settings.overlap, "blend": settings.blend,
-        "threshold": settings.threshold,
+        "average": settings.average, "threshold": settings.threshold, "label_export": settings.label_export,
         **({"detector_threshold": settings.detector_threshold} if detectors else {}),
     }
     decision = _postprocessing_decision([c["segmentor"] for c in cards], postprocessing)
@@ -315,7 +315,7 @@ def segment_case(case: str, files: Mapping[str, Path], model: SegmentationModel)
         for member in model.members
     ])
     probabilities = members.mean(axis=0, dtype=np.float64).astype(np.float32)
-    labels = regions_to_labels(probabilities, model.settings.threshold)
+    labels = regions_to_labels(probabilities, model.settings.threshold, model.settings.label_export)
     if model.postprocessing is not None:
         from brainmets.inference.postprocess import remove_small_components
 
