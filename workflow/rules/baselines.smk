@@ -20,6 +20,7 @@ rule train_baseline:
         mem_mb=RES["train"]["mem_mb"],
         runtime=RES["train"]["runtime"],
         gpu=RES["train"]["gpu"],
+        attempt=attempt_number,
     conda:
         CONDA_ENV
     log:
@@ -27,7 +28,7 @@ rule train_baseline:
     benchmark:
         f"{BENCHMARKS}/baselines/{{model}}/{{subset}}/seed{{seed}}/train.tsv"
     shell:
-        "brainmets train --config {params.config} --study baselines --model {wildcards.model} "
+        "exec brainmets train --attempt {resources.attempt} --config {params.config} --study baselines --model {wildcards.model} "
         "--subset {wildcards.subset} {params.selection} --seed {wildcards.seed} "
         "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
         "--threads {threads} --no-progress > {log} 2>&1"

@@ -340,3 +340,14 @@ def selection_extra_args():
     if sel["allow_test"]:
         args.append("--allow-test")
     return " ".join(args)
+
+
+
+# --------------------------------------------------------------------------- job chains
+
+
+def attempt_number(wildcards, attempt):
+    """Snakemake's attempt (1 = first job) for `brainmets train --attempt`: from 2 on, an error
+    recorded by an earlier job is raised again at once, so a chain of jobs (a training longer
+    than the time limit, resubmitted via the profile's preemptible-retries) does not loop on it."""
+    return attempt

@@ -19,6 +19,7 @@ rule train_modality:
         mem_mb=RES["train"]["mem_mb"],
         runtime=RES["train"]["runtime"],
         gpu=RES["train"]["gpu"],
+        attempt=attempt_number,
     conda:
         CONDA_ENV
     log:
@@ -26,7 +27,7 @@ rule train_modality:
     benchmark:
         f"{BENCHMARKS}/modality/{{model}}/{{subset}}/seed{{seed}}/train.tsv"
     shell:
-        "brainmets train --config {params.config} --study modality --model {wildcards.model} "
+        "exec brainmets train --attempt {resources.attempt} --config {params.config} --study modality --model {wildcards.model} "
         "--subset {wildcards.subset} --seed {wildcards.seed} --cache {params.cache} "
         "--splits {input.splits} --out-dir {params.out_dir} --threads {threads} --no-progress "
         "> {log} 2>&1"

@@ -23,6 +23,7 @@ rule train_detector:
         mem_mb=RES["train"]["mem_mb"],
         runtime=RES["train"]["runtime"],
         gpu=RES["train"]["gpu"],
+        attempt=attempt_number,
     conda:
         CONDA_ENV
     log:
@@ -30,7 +31,7 @@ rule train_detector:
     benchmark:
         f"{BENCHMARKS}/twostage/detector/{{subset}}/seed{{seed}}/train.tsv"
     shell:
-        "brainmets train --config {params.config} --study twostage --model {params.model} "
+        "exec brainmets train --attempt {resources.attempt} --config {params.config} --study twostage --model {params.model} "
         "--subset {wildcards.subset} {params.selection} --seed {wildcards.seed} "
         "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
         "--threads {threads} --no-progress > {log} 2>&1"
@@ -55,6 +56,7 @@ rule train_segmentor:
         mem_mb=RES["train"]["mem_mb"],
         runtime=RES["train"]["runtime"],
         gpu=RES["train"]["gpu"],
+        attempt=attempt_number,
     conda:
         CONDA_ENV
     log:
@@ -62,7 +64,7 @@ rule train_segmentor:
     benchmark:
         f"{BENCHMARKS}/twostage/segmentor/{{subset}}/seed{{seed}}/train.tsv"
     shell:
-        "brainmets train --config {params.config} --study twostage --model {params.model} "
+        "exec brainmets train --attempt {resources.attempt} --config {params.config} --study twostage --model {params.model} "
         "--subset {wildcards.subset} {params.selection} {params.detector} --seed {wildcards.seed} "
         "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
         "--threads {threads} --no-progress > {log} 2>&1"
