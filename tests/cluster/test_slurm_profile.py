@@ -79,7 +79,7 @@ def site_overrides(partition: str, account: str, signal_lead_s: int = 30) -> lis
     On the command line --default-resources and --set-resources replace the profile's whole
     setting, so the profile's values are carried over and only the site settings swapped; a
     rule added to the profile is covered without touching this test. The warning signal comes
-    signal_lead_s before the time limit (the profile's 300 s exceed the test's 2-minute jobs).
+    signal_lead_s before the time limit (the profile's 300 s exceed the test's 3-minute jobs).
     """
     defaults = {**PROFILE["default-resources"], "slurm_partition": partition, "slurm_account": account}
     per_rule = []
@@ -220,7 +220,7 @@ def _failure_report(run: subprocess.CompletedProcess, workdir: Path, cluster) ->
 CHAIN = REPO / "tests" / "cluster" / "chain.yaml"
 MODEL = "results/modality/unet/t1c/seed0/model.pt"
 RUN_DIR = "results/modality/unet/t1c/seed0"
-#: 3,000 iterations in 2-minute jobs, one of them cancelled: a handful of jobs of up to ~2.5 min.
+#: 2,000 iterations in 3-minute jobs, one of them cancelled: a handful of jobs of up to ~3 min.
 CHAIN_RUN_TIMEOUT_S = 1200
 #: Polls of a running Snakemake (each bounded by its own timeout), every POLL_S seconds.
 POLL_S = 1.0
@@ -263,13 +263,15 @@ def _history_iterations(run_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(slurm_cluster, tmp_path):
-    """2-minute jobs with the warning 60 s ahead; the first job is scancel'ed mid-run (preemption).
+    """3-minute jobs with the warning 60 s ahead; the first job is scancel'ed mid-run (preemption).
 
     The chain resumes each time from checkpoint.pt and ends with the weights of an uninterrupted
     local run, bit for bit; history.tsv has every row once; MLflow holds one run.
     """
     import mlflow
     import torch
+
+    from brainmets.tracking import experiment_name
 
     env = snakemake_env(slurm_cluster.env())
     slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
@@ -331,17 +333,17 @@ def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(sl
         assert "returned non-zero exit status 75" in log.read_text(errors="replace"), (job, log.read_text()[-3000:])
 
     # --- one history row per logged iteration, none missing, none repeated
-    assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, 3001, 10))
+    assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, 2001, 10))
 
     # --- bit for bit the weights of the uninterrupted local run
     a = torch.load(slurm_dir / MODEL, weights_only=True)["state_dict"]
     b = torch.load(local_dir / MODEL, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
-    # --- the MLflow run went on across the jobs: one run, finished
+    # --- the MLflow run went on across the jobs: one run of this training under the study's parent, finished
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{slurm_dir / 'results' / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("modality")
-    runs = client.search_runs([experiment.experiment_id])
+    experiment = client.get_experiment_by_name(experiment_name("modality"))
+    runs = [run for run in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in run.data.tags]
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", [(r.info.run_id, r.info.status) for r in runs]
 
 
