@@ -455,3 +455,9 @@ def get_external_inputs(wildcards):
 def external_name():
     """Output folder name under results/external/: the external folder's name."""
     return Path(EXTERNAL).resolve().name if EXTERNAL else "unset"
+
+
+def attempt_number(wildcards, attempt):
+    """Snakemake's attempt (1 = first job) for `brainmets train --attempt`: a retry of a run that
+    failed for a real error (its failed.txt) fails again at once instead of training again."""
+    return attempt
