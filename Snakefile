@@ -12,7 +12,9 @@
 #   two_stage.smk       detector + segmentor with the selected subset and all four sequences
 #   baselines.smk       single-pass comparison models, all four sequences
 #   evaluation.smk      prediction of every model (val + test in one job); evaluation of every run
+#   ensembles.smk       seed ensembles (+ mirroring, + tuned postprocessing) as Table 2 rows; segment_external
 #   report.smk          tables (CSV + LaTeX) and figures (PNG + PDF), in the report
+#   tracking.smk        after a successful run: every run's outcome and the study summaries into MLflow
 #
 # Every rule calls one `brainmets <verb>` (docs/architecture.md fixes their
 # arguments); rules hold no logic of their own. The four training rules are one
@@ -39,7 +41,9 @@ include: "workflow/rules/modality_study.smk"
 include: "workflow/rules/two_stage.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/ensembles.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/tracking.smk"
 
 
 # Cheap bookkeeping and aggregation: run by Snakemake itself, never submitted to a cluster.

@@ -20,8 +20,20 @@ MLflow and is built around the failure modes measured on this project
   duplicate, so concurrent jobs end up under one parent.
 * **Structure.** One parent run per study; one child run per (model, subset,
   seed) tagged ``mlflow.parentRunId``, ``study``, ``model``, ``subset``,
-  ``seed``, ``slurm_job_id``, ``run_dir``. A rerun of the same run directory
-  (a resumed job) reopens its child run instead of adding another.
+  ``seed``, ``slurm_job_id``, ``run_dir`` (and ``subset_alias`` for the
+  modality study's choice, named ``<model>/selected(<subset>)/seed<k>``). A
+  rerun of the same run directory (a resumed job) reopens its child run
+  instead of adding another. The parent stays RUNNING until
+  ``brainmets tracking sync`` (brainmets.tracking_sync) adds the outcomes and
+  the study's summary at the end of the workflow.
+* **Opening the runs table.** MLflow 3.17's UI opens an experiment on its
+  GenAI overview (traces) unless its "Model training" switch is on; the switch
+  is the URL's ``workflowType=machine_learning`` or a choice the browser
+  remembers. Its experiment-kind tag is no longer what the page follows (seen
+  in a headless Chromium), but experiments still carry
+  ``mlflow.experimentKind = custom_model_development`` (:data:`EXPERIMENT_TAGS`)
+  for the MLflow versions and clients that read it. :func:`runs_table_path`
+  is the URL part that opens the runs table.
 * **Outages.** HTTP retries and timeouts are bounded (``MLFLOW_HTTP_REQUEST_*``
   defaults set below unless the environment already sets them: 2 retries,
   backoff factor 1, 10 s timeout, so an unreachable server costs seconds, not
@@ -59,6 +71,8 @@ ENV_DEFAULTS: dict[str, str] = {
     "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
 }
 
+#: Tags of every study experiment: the kind MLflow 3's UI reads to show the runs table, not GenAI traces.
+EXPERIMENT_TAGS: dict[str, str] = {"mlflow.experimentKind": "custom_model_development"}
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_VALUE = 6000
@@ -66,6 +80,24 @@ _MAX_PARAM_VALUE = 6000
 
 def experiment_name(study: str) -> str:
     return f"brainmets/{study}"
+
+
+def run_name(model: str, subset: str, seed: int | str, alias: str | None = None) -> str:
+    """``segmentor/t1c+t2w/seed0``, or ``segmentor/selected(t1c+t2w)/seed0`` for the modality study's choice."""
+    shown = f"{alias}({subset})" if alias else subset
+    return f"{model}/{shown}/seed{seed}"
+
+
+def runs_table_path(experiment_id: str) -> str:
+    """What follows the server's address in a URL that opens the experiment's runs table (module docstring)."""
+    return f"/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def parent_description(study: str) -> str:
+    """The parent run's note (``mlflow.note.content``) until ``brainmets tracking sync`` writes the summary."""
+    return (f"Study **{study}**: one child run per trained model, subset and seed. Outcomes (val/test "
+            "Dice and HD95, FP per patient, seconds per case) and the study's summary (selection, tables, "
+            "figures) are added by `brainmets tracking sync` at the end of the workflow.")
 
 
 def configure_environment() -> None:
@@ -128,7 +160,8 @@ def _experiment_id(client, study: str, uri: str) -> str:
     if experiment is None:
         try:
             location = artifact_root(uri)
-            return client.create_experiment(name, artifact_location=f"{location}/{study}" if location else None)
+            return client.create_experiment(name, artifact_location=f"{location}/{study}" if location else None,
+                                            tags=EXPERIMENT_TAGS)
         except MlflowException:  # created by a concurrent job in the meantime
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -142,19 +175,32 @@ def _oldest(runs) -> Any:
     return min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
 
-def _parent_run_id(client, experiment_id: str, study: str) -> str:
-    """Find the study's parent run, or create it and converge on the oldest if others raced us."""
-    query = "tags.role = 'parent'"
+def quote(value: str) -> str:
+    """``value`` as a string literal of MLflow's search filter."""
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def find_or_create_run(client, experiment_id: str, query: str, create) -> str:
+    """The oldest run matching ``query``, else the one ``create()`` makes (it must match ``query``).
+
+    Jobs racing to create the same run converge on the oldest; each deletes its own duplicate.
+    """
     runs = client.search_runs([experiment_id], filter_string=query, max_results=50)
     if runs:
         return _oldest(runs).info.run_id
-    own = client.create_run(experiment_id, run_name=study, tags={"role": "parent", "study": study})
-    client.set_terminated(own.info.run_id, "FINISHED")
+    own = create()
     runs = client.search_runs([experiment_id], filter_string=query, max_results=50)
-    keep = _oldest(runs).info.run_id if runs else own.info.run_id
-    if keep != own.info.run_id:
-        client.delete_run(own.info.run_id)
+    keep = _oldest(runs).info.run_id if runs else own
+    if keep != own:
+        client.delete_run(own)
     return keep
+
+
+def _parent_run_id(client, experiment_id: str, study: str) -> str:
+    """Find the study's parent run, or create it (RUNNING until the sync) and converge on the oldest."""
+    tags = {"role": "parent", "study": study, "mlflow.note.content": parent_description(study)}
+    return find_or_create_run(client, experiment_id, "tags.role = 'parent'",
+                              lambda: client.create_run(experiment_id, run_name=study, tags=tags).info.run_id)
 
 
 def init_store(uri: str, studies: Sequence[str] = DEFAULT_STUDIES) -> dict[str, str]:
@@ -167,6 +213,8 @@ def init_store(uri: str, studies: Sequence[str] = DEFAULT_STUDIES) -> dict[str, 
     ids = {}
     for study in studies:
         ids[study] = _experiment_id(client, study, uri)
+        for key, value in EXPERIMENT_TAGS.items():  # experiments made before the tag existed get it too
+            client.set_experiment_tag(ids[study], key, value)
         _parent_run_id(client, ids[study], study)
     return ids
 
@@ -207,20 +255,21 @@ class RunTracker:
 
     @classmethod
     def start(cls, uri: str | None, *, study: str, model: str, subset: str, seed: int, run_dir: str | Path,
-              params: Mapping[str, Any]) -> "RunTracker":
+              params: Mapping[str, Any], subset_alias: str | None = None) -> "RunTracker":
+        """Open the run (``subset`` canonical; ``subset_alias`` e.g. ``selected``, shown in the run's name)."""
         tracker = cls()
         if uri is None:
             return tracker
         tracker.uri = uri
         began = time.perf_counter()
         try:
-            tracker._open(uri, study, model, subset, seed, Path(run_dir).resolve(), params)
+            tracker._open(uri, study, model, subset, subset_alias, seed, Path(run_dir).resolve(), params)
         except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
             tracker._fail(f"could not start the MLflow run at {uri}", exc)
         logger.debug("MLflow start took %.1f s", time.perf_counter() - began)
         return tracker
 
-    def _open(self, uri, study, model, subset, seed, run_dir: Path, params) -> None:
+    def _open(self, uri, study, model, subset, subset_alias, seed, run_dir: Path, params) -> None:
         from mlflow.entities import Param
 
         client = _client(uri)
@@ -236,8 +285,9 @@ class RunTracker:
             "run_dir": str(run_dir),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
         }
-        escaped = str(run_dir).replace("'", "\\'")
-        previous = client.search_runs([self.experiment_id], filter_string=f"tags.run_dir = '{escaped}'",
+        if subset_alias:
+            tags["subset_alias"] = subset_alias
+        previous = client.search_runs([self.experiment_id], filter_string=f"tags.run_dir = {quote(run_dir)}",
                                       order_by=["attributes.start_time DESC"], max_results=1)
         if previous:  # a resumed job: continue its run rather than adding a second one
             run_id = previous[0].info.run_id
@@ -246,7 +296,8 @@ class RunTracker:
             fresh = False
             self.reopened = True
         else:
-            run_id = client.create_run(self.experiment_id, run_name=f"{model}/{subset}/seed{seed}", tags=tags).info.run_id
+            run_id = client.create_run(self.experiment_id, run_name=run_name(model, subset, seed, subset_alias),
+                                       tags=tags).info.run_id
             fresh = True
         self.client, self.run_id = client, run_id
         if fresh:

@@ -73,12 +73,13 @@ def _resource_value(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def site_overrides(partition: str, account: str) -> list[str]:
+def site_overrides(partition: str, account: str, signal_lead_s: int = 30) -> list[str]:
     """The profile's resources with this cluster's partition and account and no GPU, as flags.
 
     On the command line --default-resources and --set-resources replace the profile's whole
     setting, so the profile's values are carried over and only the site settings swapped; a
-    rule added to the profile is covered without touching this test.
+    rule added to the profile is covered without touching this test. The warning signal comes
+    signal_lead_s before the time limit (the profile's 300 s exceed the test's 3-minute jobs).
     """
     defaults = {**PROFILE["default-resources"], "slurm_partition": partition, "slurm_account": account}
     per_rule = []
@@ -87,6 +88,8 @@ def site_overrides(partition: str, account: str) -> list[str]:
         resources["slurm_partition"] = partition
         if "gpu" in resources:
             resources["gpu"] = 0
+        if "slurm_extra" in resources:
+            resources["slurm_extra"] = re.sub(r"(--signal=\w+)@\d+", rf"\1@{signal_lead_s}", resources["slurm_extra"])
         per_rule += [f"{rule}:{key}={value}" for key, value in resources.items()]
     return [
         "--default-resources", *[f"{key}={_resource_value(value)}" for key, value in defaults.items()],
@@ -210,3 +213,166 @@ def _failure_report(run: subprocess.CompletedProcess, workdir: Path, cluster) ->
         parts.append(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}")
     parts.append(cluster.log_tails())
     return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- chains of training jobs
+
+CHAIN = REPO / "tests" / "cluster" / "chain.yaml"
+MODEL = "results/modality/unet/t1c/seed0/model.pt"
+RUN_DIR = "results/modality/unet/t1c/seed0"
+#: 2,000 iterations in 3-minute jobs, one of them cancelled: a handful of jobs of up to ~3 min.
+CHAIN_RUN_TIMEOUT_S = 1200
+#: Polls of a running Snakemake (each bounded by its own timeout), every POLL_S seconds.
+POLL_S = 1.0
+
+
+def test_profile_chains_trainings():
+    """Every training rule gets the early SIGTERM and its own resubmission count."""
+    rules = set(PROFILE["preemptible-rules"])
+    assert rules == TRAINING_RULES, rules
+    assert PROFILE["preemptible-retries"] >= 1
+    for rule in TRAINING_RULES:
+        extra = PROFILE["set-resources"][rule].get("slurm_extra", "")
+        # TERM: the step's Snakemake dies on USR1 before the training has saved (README).
+        assert re.search(r"--signal=TERM@\d+", extra), (rule, extra)
+
+
+def _chain_command(workdir: Path, cluster, extra: list[str], timeout_s: int) -> list[str]:
+    return snakemake_command(
+        workdir,
+        ["--workflow-profile", str(PROFILE_DIR), "--configfile", str(REDUCED), str(CHAIN),
+         *site_overrides(cluster.partition, cluster.account, signal_lead_s=60), *extra, MODEL],
+        timeout_s,
+    )
+
+
+def _training_jobs(cluster, output: str) -> list[dict[str, str]]:
+    """Accounting records of the run's train_modality jobs, oldest first."""
+    run_id = re.search(r"SLURM run ID: (\S+)", output)
+    assert run_id, output[-4000:]
+    records = [r for r in sacct_jobs(cluster, run_id.group(1)) if r["Comment"].startswith("rule_train_modality")]
+    return sorted(records, key=lambda record: int(record["JobIDRaw"]))
+
+
+def _history_iterations(run_dir: Path) -> list[int]:
+    history = run_dir / "history.tsv"
+    if not history.is_file():
+        return []
+    return [int(line.split("\t")[0]) for line in history.read_text().splitlines()[1:] if line]
+
+
+@pytest.mark.slow
+def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(slurm_cluster, tmp_path):
+    """3-minute jobs with the warning 60 s ahead; the first job is scancel'ed mid-run (preemption).
+
+    The chain resumes each time from checkpoint.pt and ends with the weights of an uninterrupted
+    local run, bit for bit; history.tsv has every row once; MLflow holds one run.
+    """
+    import mlflow
+    import torch
+
+    from brainmets.tracking import experiment_name
+
+    env = snakemake_env(slurm_cluster.env())
+    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
+    local_dir.mkdir()
+    local_log = local_dir / "snakemake.out"
+    with open(local_log, "w") as out:
+        local = subprocess.Popen(
+            snakemake_command(local_dir, ["--configfile", str(REDUCED), str(CHAIN), "--cores", "1", MODEL],
+                              CHAIN_RUN_TIMEOUT_S),
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+    slurm_dir.mkdir()
+    slurm_log = slurm_dir / "snakemake.out"
+    with open(slurm_log, "w") as out:
+        # squeue: with sacct, plugin 2.8.0 never sees a cancelled job end (README, "Preemption").
+        chain = subprocess.Popen(_chain_command(slurm_dir, slurm_cluster, ["--preemptible-retries", "8",
+                                                                           "--slurm-status-command", "squeue"],
+                                                CHAIN_RUN_TIMEOUT_S),
+                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+    try:
+        # Preemption: cancel the first training job once it has written a checkpoint and moved on.
+        cancelled = None
+        for _ in range(int(CHAIN_RUN_TIMEOUT_S / POLL_S)):
+            if chain.poll() is not None:
+                break
+            if max(_history_iterations(slurm_dir / RUN_DIR), default=0) > 100:
+                running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True,
+                                         text=True, env=slurm_cluster.env(), timeout=30, check=True).stdout
+                jobs = [line.split()[0] for line in running.splitlines() if "rule_train_modality" in line]
+                if jobs:
+                    cancelled = jobs[0]
+                    subprocess.run(["scancel", cancelled], env=slurm_cluster.env(), timeout=30, check=True)
+                    break
+            try:
+                chain.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+        assert cancelled, f"no running training job to cancel:\n{slurm_log.read_text()[-6000:]}"
+        chain_status = chain.wait(timeout=CHAIN_RUN_TIMEOUT_S + 30)
+        local_status = local.wait(timeout=CHAIN_RUN_TIMEOUT_S + 30)
+    finally:
+        for process in (chain, local):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    output = slurm_log.read_text()
+    run = subprocess.CompletedProcess([], chain_status, output, "")
+    assert chain_status == 0, _failure_report(run, slurm_dir, slurm_cluster)
+    assert local_status == 0, f"local run failed (exit {local_status}):\n{local_log.read_text()[-6000:]}"
+
+    # --- sacct shows the chain: the cancelled job, jobs stopped by the warning or the time limit, the last one
+    jobs = _training_jobs(slurm_cluster, output)
+    states = [job["State"] for job in jobs]
+    assert jobs[0]["JobIDRaw"] == cancelled and states[0].startswith("CANCELLED"), jobs
+    assert states[-1] == "COMPLETED", jobs
+    assert len(jobs) >= 3 and all(state in {"FAILED", "TIMEOUT"} for state in states[1:-1]), jobs
+    for job in jobs[:-1]:
+        # The training itself saved and said "resume me" (it got the signal, it was not killed first).
+        [log] = (slurm_dir / ".snakemake" / "slurm_logs" / "rule_train_modality").rglob(f"{job['JobIDRaw']}.log")
+        assert "returned non-zero exit status 75" in log.read_text(errors="replace"), (job, log.read_text()[-3000:])
+
+    # --- one history row per logged iteration, none missing, none repeated
+    assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, 2001, 10))
+
+    # --- bit for bit the weights of the uninterrupted local run
+    a = torch.load(slurm_dir / MODEL, weights_only=True)["state_dict"]
+    b = torch.load(local_dir / MODEL, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+    # --- the MLflow run went on across the jobs: one run of this training under the study's parent, finished
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{slurm_dir / 'results' / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(experiment_name("modality"))
+    runs = [run for run in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in run.data.tags]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", [(r.info.run_id, r.info.status) for r in runs]
+
+
+@pytest.mark.slow
+def test_a_real_error_in_a_chained_training_is_trained_once(slurm_cluster, tmp_path):
+    """A corrupted cache: the training fails; the profile's resubmissions stop at once with its error."""
+    env = snakemake_env(slurm_cluster.env())
+    workdir = tmp_path / "slurm"
+    prepared = subprocess.run(
+        snakemake_command(workdir, ["--configfile", str(REDUCED), str(CHAIN), "--cores", "2",
+                                    "results/data/preprocessed.done", "results/data/splits.tsv"],
+                          LOCAL_RUN_TIMEOUT_S),
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=LOCAL_RUN_TIMEOUT_S + 30)
+    assert prepared.returncode == 0, (prepared.stdout + prepared.stderr)[-6000:]
+    for cached in (workdir / "results" / "data" / "preprocessed").glob("*.npy"):
+        cached.write_bytes(b"not a numpy file")
+
+    resubmissions = 2
+    run = subprocess.run(_chain_command(workdir, slurm_cluster, ["--preemptible-retries", str(resubmissions)],
+                                        SLURM_RUN_TIMEOUT_S),
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=SLURM_RUN_TIMEOUT_S + 30)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-4000:]
+    jobs = _training_jobs(slurm_cluster, output)
+    assert len(jobs) == 1 + resubmissions and all(job["State"] == "FAILED" for job in jobs), jobs
+
+    record = (workdir / RUN_DIR / "failed.txt").read_text()
+    assert "cache array is corrupt" in record and ".npy" in record, record
+    # The last job did not train: it repeated the first job's error, which its log shows.
+    train_log = (workdir / "results" / "logs" / "modality" / "unet" / "t1c" / "seed0" / "train.log").read_text()
+    assert "not training again" in train_log and record.strip() in train_log, train_log[-3000:]
+    assert not (workdir / RUN_DIR / "history.tsv").exists()

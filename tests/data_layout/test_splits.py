@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -175,3 +177,51 @@ def test_cli_split_draws_and_validates(tmp_path, capsys):
     assert main(["split", "--cases", str(cases_path), "--out", str(copy), "--split-file", str(user)]) == 2
     assert "not assigned to any split: " + drawn["case"].iloc[-1] in capsys.readouterr().err
     assert copy.read_bytes() == before
+
+
+# ----------------------------------------------------------------- the paper's split
+
+
+PAPER_SPLIT = Path(__file__).resolve().parents[2] / "configs" / "paper_split.tsv"
+
+
+def _root_with(cases: list[str]) -> pd.DataFrame:
+    table = synthetic_cases(n=len(cases))
+    table["case"] = cases
+    return table
+
+
+def test_shipped_paper_split_is_the_authors_202_11_25():
+    split = load_split(PAPER_SPLIT)
+    assert split["split"].value_counts().to_dict() == {"train": 202, "val": 11, "test": 25}
+    assert split["case"].str.fullmatch(r"BraTS-MET-\d{5}-000").all()
+
+
+def test_paper_split_on_a_root_lacking_cases_fails_naming_them_or_skips_them(tmp_path, capsys):
+    split = load_split(PAPER_SPLIT)
+    lacking = [split["case"][3], split.loc[split["split"] == "test", "case"].iloc[0]]
+    present = [c for c in split["case"] if c not in lacking]
+    cases = _root_with(present)
+    with pytest.raises(BrainmetsError) as info:
+        validate_split(split, cases, source="paper split")
+    assert f"2 listed case(s) not in the case table: {', '.join(lacking)} (not under the data root)" in str(info.value)
+
+    kept = validate_split(split, cases, source="paper split", on_bad_case="skip")
+    assert sorted(kept["case"]) == sorted(present)
+    assert kept["split"].value_counts().to_dict() == {"train": 201, "val": 11, "test": 24}
+
+    # the CLI (the workflow's split rule passes data.on_bad_case)
+    cases_path, out = tmp_path / "cases.tsv", tmp_path / "splits.tsv"
+    cases.to_csv(cases_path, sep="\t", index=False)
+    base = ["split", "--cases", str(cases_path), "--out", str(out), "--split-file", str(PAPER_SPLIT)]
+    assert main(base) == 2
+    assert lacking[0] in capsys.readouterr().err
+    assert main(base + ["--on-bad-case", "skip"]) == 0
+    assert len(load_split(out)) == 236
+
+
+def test_skip_still_needs_every_split_filled():
+    split = load_split(PAPER_SPLIT)
+    cases = _root_with(split.loc[split["split"] != "val", "case"].tolist())
+    with pytest.raises(BrainmetsError, match="empty split\\(s\\): val"):
+        validate_split(split, cases, on_bad_case="skip")

@@ -398,3 +398,36 @@ def test_significance_without_tests_says_so():
     assert "()" not in shown.caption and not shown.cells
     tex = display.to_latex(shown)
     assert tex.splitlines()[-4:-2] == [r"\midrule", r"\bottomrule"]
+
+
+def test_ensemble_rows_in_table2_only(fake_results):
+    """Configured seed ensembles add their three variants to Table 2, each one prediction (no std)."""
+    import shutil
+
+    source = fake_results.results / "twostage" / "combined" / "selected" / "seed0" / "metrics" / "test.tsv"
+    for variant in ("mean", "mirror", "mirror_pp"):
+        target = fake_results.results / "ensembles" / "twostage" / "selected" / variant / "metrics" / "test.tsv"
+        target.parent.mkdir(parents=True)
+        shutil.copy(source, target)
+    with open(fake_results.config, "a") as fh:
+        fh.write("ensembles: {enabled: true, members: {twostage: selected, modality: null}}\n")
+    out = fake_results.root / "t"
+    make_tables(fake_results.results, load_report_config(fake_results.config), out)
+    df = pd.read_csv(out / "table2_comparison.csv").set_index("run")
+    ensembles = [f"ensembles/twostage/selected/{v}" for v in ("mean", "mirror", "mirror_pp")]
+    assert df.index.tolist()[-3:] == ensembles
+    assert df.loc[ensembles[2], "model"] == "Two-stage (T1c+FLAIR, selected), seed ensemble + mirroring + postprocessing"
+    seed0 = pd.read_csv(source, sep="\t")
+    expected = 100 * seed0[seed0["region"] == "ET"]["lesion_dice"].mean()
+    assert df.loc[ensembles, "lesion_dice_ET"].tolist() == pytest.approx([expected] * 3, abs=1e-6)
+    assert df.loc[ensembles, "n_seeds"].tolist() == [1, 1, 1] and df.loc[ensembles, "lesion_dice_ET_std"].isna().all()
+    assert "Seed ensembles: one prediction" in (out / "table2_comparison.tex").read_text()
+    # the other tables keep their rows
+    assert not pd.read_csv(out / "table2_significance.csv")["model"].str.contains("ensemble").any()
+
+
+def test_ensemble_of_an_untrained_subset_is_refused(fake_results):
+    with open(fake_results.config, "a") as fh:
+        fh.write("ensembles: {enabled: true, members: {twostage: null, modality: t1n}}\n")
+    with pytest.raises(BrainmetsError, match="ensembles.members.modality is 't1n'.*modality_study.subsets"):
+        load_report_config(fake_results.config)

@@ -279,3 +279,43 @@ def test_stale_or_wrong_card_is_refused(tmp_path, trained):
         load_model([trained.runs["detector"]], settings=SETTINGS)
     with pytest.raises(BrainmetsError, match="uncertainty"):
         segment({}, model(trained, "unet0"), tmp_path / "out", uncertainty=True, source=tmp_path, progress=False)
+
+
+def test_postprocessing_recorded_in_the_card_is_applied_and_can_be_turned_off(tmp_path, trained, new_cases):
+    from brainmets.inference.postprocess import DECISION_FORMAT, remove_small_components
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.runs["unet0"], run)
+    decision = tmp_path / "postprocessing.json"
+    decision.write_text(json.dumps({"format": DECISION_FORMAT, "chosen_on": "val",
+                                    "min_volume_mm3": {"WT": 60.0, "TC": 20.0, "ET": 10.0}}))
+    assert cli_main(["card", str(run), "--postprocessing", str(decision)]) == 0
+    common = ["--no-mirror", "--device", "cpu", "--no-progress"]
+    assert cli_main(["segment", str(new_cases), "-m", str(run), "-o", str(tmp_path / "pp"), *common]) == 0
+    assert cli_main(["segment", str(new_cases), "-m", str(run), "-o", str(tmp_path / "raw"),
+                     "--no-postprocessing", *common]) == 0
+    card = json.loads((tmp_path / "pp" / "model.json").read_text())
+    assert card["postprocessing"]["min_volume_mm3"] == {"WT": 60.0, "TC": 20.0, "ET": 10.0}
+    assert card["postprocessing"]["chosen_on"] == "val"
+    assert json.loads((tmp_path / "raw" / "model.json").read_text())["postprocessing"] is None
+    changed = 0
+    for case in NEW:
+        raw = nib.load(tmp_path / "raw" / f"{case}.nii.gz")
+        cleaned = np.asanyarray(nib.load(tmp_path / "pp" / f"{case}.nii.gz").dataobj)
+        expected = remove_small_components(np.asanyarray(raw.dataobj), card["postprocessing"]["min_volume_mm3"],
+                                           raw.header.get_zooms()[:3])
+        np.testing.assert_array_equal(cleaned, expected)
+        changed += int((cleaned != np.asanyarray(raw.dataobj)).sum())
+    assert changed > 0
+
+
+def test_segment_the_cases_of_given_splits(tmp_path, trained):
+    splits = tmp_path / "splits.tsv"
+    splits.write_text("case\tsplit\n" + "".join(f"{c}\t{'test' if s == 'new' else s}\n" for c, s, _, _ in CASES))
+    out = tmp_path / "out"
+    assert cli_main(["segment", str(trained.raw), "-m", str(trained.runs["unet0"]), "-o", str(out),
+                     "--splits", str(splits), "--split", "val", "test", "--no-mirror", "--device", "cpu",
+                     "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "val").glob("*.nii.gz")) == [f"{c}.nii.gz" for c, s, _, _ in CASES
+                                                                      if s == "val"]
+    assert sorted(p.name for p in (out / "test").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in NEW]

@@ -2,8 +2,10 @@
 
 * ``study`` (session): the project's Snakefile on ``parallel.yaml`` with
   ``--cores 4``: four one-thread training jobs log into one sqlite store at
-  the same time, as in a user's run. Its cache, splits and resolved config also
-  feed the cluster-mode tests.
+  the same time, as in a user's run; then each run is predicted and evaluated
+  on val and test, the modality subset is selected, and the workflow's
+  onsuccess hook syncs the outcomes into MLflow. Its cache, splits and
+  resolved config also feed the cluster-mode tests.
 * :class:`MlflowServer`: ``mlflow server`` on 127.0.0.1 and a free port, in its
   own process group (it forks uvicorn workers) so that stopping it by pid ends
   them all. Its job-execution feature (GenAI background jobs, a handful of
@@ -42,6 +44,8 @@ TRAINING_RUNS = (
     "baselines/resunet/t1c+t1n+t2f+t2w/seed0",
     "baselines/resunet/t1c+t1n+t2f+t2w/seed1",
 )
+#: Splits every run is evaluated on (metrics/<split>.tsv, inference/<split>.tsv).
+EVAL_SPLITS = ("val", "test")
 #: Files a training job writes whatever happens to tracking.
 RUN_FILES = ("config.yaml", "history.tsv", "checkpoint.pt", "model.pt", "model_info.json")
 
@@ -244,9 +248,10 @@ def training_concurrency(snakemake_output: str) -> int:
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Study:
-    """Run the toy study's four training jobs (and the data stages they need) through Snakemake, 4 cores."""
+    """Run the toy study's four training jobs, their evaluation and the selection through Snakemake, 4 cores."""
     workdir = tmp_path_factory.mktemp("study")
-    targets = [f"results/{run}/model.pt" for run in TRAINING_RUNS]
+    targets = [f"results/{run}/metrics/{split}.tsv" for run in TRAINING_RUNS for split in EVAL_SPLITS]
+    targets.append("results/selection/modality.json")
     proc = subprocess.run(
         [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "-d", str(workdir), "--configfile", str(PARALLEL_CONFIG),
          "--cores", "4", "--printshellcmds", *targets],

@@ -3,6 +3,7 @@ command again: it resumes and ends with the weights of an uninterrupted run."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,3 +100,33 @@ def test_sigterm_checkpoints_the_current_step_exits_75_and_a_rerun_matches(tiny_
     assert rerun.returncode == 0, rerun.stderr
     assert int(re.search(r"resumed at iteration (\d+)", rerun.stdout).group(1)) == stopped_at
     _assert_matches_uninterrupted(tmp_path, config_path, tiny_data, out)
+
+
+def test_a_real_error_is_trained_once_per_chain_of_attempts(tiny_data, tiny_config, tmp_path):
+    """--attempt: the error of attempt 1 is recorded; attempt 2 repeats it without training; a new attempt 1 trains."""
+    cache, splits = tiny_data
+    own_cache = tmp_path / "cache"  # a copy: the session's tiny data stay intact
+    shutil.copytree(cache, own_cache)
+    out = tmp_path / "run"
+    command, _ = _command((own_cache, splits), tiny_config, tmp_path, out)
+    arrays = {path: path.read_bytes() for path in own_cache.glob("*.npy")}
+    for path in arrays:
+        path.write_bytes(b"not a numpy file")
+
+    def run(attempt):
+        return subprocess.run([*command, "--attempt", str(attempt)], capture_output=True, text=True, timeout=TIMEOUT_S)
+
+    first = run(1)
+    assert first.returncode == 2, first.stderr[-3000:]
+    record = (out / "failed.txt").read_text()
+    assert "cache array is corrupt" in record and record.strip() in first.stderr
+
+    for path, data in arrays.items():  # fixed, but the chain must not train again: attempt 2 repeats the error
+        path.write_bytes(data)
+    second = run(2)
+    assert second.returncode == 2 and "not training again" in second.stderr and record.strip() in second.stderr
+    assert not (out / "history.tsv").exists()
+
+    fresh = run(1)  # a new Snakemake run after the fix
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert not (out / "failed.txt").exists() and (out / "model.pt").is_file()

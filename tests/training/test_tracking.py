@@ -78,3 +78,20 @@ def test_unreachable_server_warns_once_and_the_run_completes(tiny_data, tiny_con
         assert (out / name).is_file(), name
     warnings = [r for r in caplog.records if r.name == "brainmets.tracking"]
     assert len(warnings) == 1 and "tracking is off for the rest of this run" in warnings[0].getMessage()
+
+
+def test_a_run_of_the_selected_subset_says_selected_in_its_name(tiny_data, tiny_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cache, splits = tiny_data
+    results = tmp_path / "results"
+    tiny_config.update(results=str(results), tracking={"enabled": True, "uri": None})
+    out = results / "twostage" / "unet" / "selected" / "seed0"
+    train(tiny_config, RunRequest("twostage", "unet", "t1c+t2f", 0, cache, splits, out, iterations=1,
+                                  subset_alias="selected"), progress=False)
+    client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("brainmets/twostage")
+    [run] = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'child'")
+    assert run.info.run_name == "unet/selected(t1c+t2f)/seed0"
+    assert (run.data.tags["subset"], run.data.tags["subset_alias"]) == ("t1c+t2f", "selected")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -1,7 +1,8 @@
 """The whole workflow, for real, on a toy study (tests/workflow/reduced.yaml merged over config.yaml):
 synthetic cohort -> index -> split -> cache -> 2 modality subsets, the two-stage model with the
 selected subset and all four sequences, one baseline (1 seed, 3 steps each) -> predictions ->
-evaluation -> selection -> every table and figure -> the HTML report; then nothing is left to do,
+evaluation -> selection -> seed ensembles (+ mirroring, + postprocessing tuned on val) -> every table
+and figure -> the HTML report; then nothing is left to do,
 and a changed setting reruns exactly the jobs that depend on it.
 """
 
@@ -27,6 +28,9 @@ RUNS = [
     "twostage/combined/t1c+t1n+t2f+t2w/seed0",
     "baselines/resunet/t1c+t1n+t2f+t2w/seed0",
 ]
+
+ENSEMBLES = [f"ensembles/{member}/{variant}" for member in ("twostage/selected", "modality/t1c")
+             for variant in ("mean", "mirror", "mirror_pp")]
 
 
 @pytest.mark.slow
@@ -70,6 +74,21 @@ def test_reduced_study_runs_end_to_end(snakemake):
         assert "<table " in (results / "tables" / f"{name}.html").read_text(), name
     table1 = pd.read_csv(results / "tables" / "table1_modality.csv")
     assert len(table1) == 2
+
+    # seed ensembles: Table 2 rows evaluated like every run; postprocessing chosen on val only
+    for ensemble in ENSEMBLES:
+        for split in ("val", "test"):
+            n_cases = int((splits["split"] == split).sum())
+            metrics = pd.read_csv(results / ensemble / "metrics" / f"{split}.tsv", sep="\t")
+            assert metrics["case"].nunique() == n_cases, (ensemble, split)
+    for member in ("ensembles/twostage/selected", "ensembles/modality/t1c"):
+        decision = json.loads((results / member / "postprocessing.json").read_text())
+        assert decision["chosen_on"] == "val" and decision["n_cases"] == int((splits["split"] == "val").sum())
+    table2 = pd.read_csv(results / "tables" / "table2_comparison.csv")
+    groups = [run.removesuffix("/seed0") for run in RUNS[2:]]  # the baseline and the two two-stage rows
+    assert sorted(table2["run"]) == sorted(groups + ENSEMBLES), table2["run"].tolist()
+    for what in ("seed ensemble", "seed ensemble + mirroring", "seed ensemble + mirroring + postprocessing"):
+        assert sum(label.endswith(f"), {what}") for label in table2["model"]) == 2, table2["model"].tolist()
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"

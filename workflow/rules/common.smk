@@ -21,7 +21,15 @@ try:
         write_resolved_config,
     )
     from brainmets.constants import all_subsets
-    from brainmets.reporting.collect import TWOSTAGE_COMBINED, report_config
+    from brainmets.errors import BrainmetsError
+    from brainmets.reporting.collect import (
+        ENSEMBLE_SOURCES,
+        ENSEMBLE_VARIANTS,
+        ENSEMBLES,
+        TWOSTAGE_COMBINED,
+        ensemble_members,
+        report_config,
+    )
     from brainmets.reporting.figures import figure_stems, training_figure_stems
     from brainmets.reporting.tables import TABLE_NAMES
 except ImportError as exc:
@@ -333,15 +341,29 @@ def get_index_inputs(wildcards):
     return [SYNTH_DONE] if SYNTHETIC else []
 
 
+def split_file_path(path):
+    """A relative split file is read from the working directory, or else from this repository.
+
+    So the split that ships with the repository (configs/paper_split.tsv) is found
+    whichever directory the workflow runs in, and a user's own file still wins.
+    """
+    if Path(path).is_absolute() or Path(path).exists():
+        return path
+    shipped = Path(workflow.basedir) / path
+    return str(shipped) if shipped.exists() else path
+
+
 def get_split_inputs(wildcards):
     inputs = {"cases": CASES_TSV}
     if DATA["split"]["file"] is not None:
-        inputs["split_file"] = DATA["split"]["file"]
+        inputs["split_file"] = split_file_path(DATA["split"]["file"])
     return inputs
 
 
 def split_file_arg(wildcards, input):
-    return f"--split-file {input.split_file}" if "split_file" in input.keys() else ""
+    if "split_file" not in input.keys():
+        return ""
+    return f"--split-file {input.split_file} --on-bad-case {DATA['on_bad_case']}"
 
 
 def get_cached_cases(wildcards):
@@ -363,3 +385,81 @@ def selection_extra_args():
     if sel["allow_test"]:
         args.append("--allow-test")
     return " ".join(args)
+
+
+# --------------------------------------------------------------------------- ensembles (ensembles.smk)
+
+try:
+    #: (source, subset) of each seed ensemble: the two-stage model and/or the modality study's network.
+    ENSEMBLE_MEMBERS = ensemble_members(config)
+except BrainmetsError as exc:
+    raise WorkflowError(str(exc))
+ENSEMBLES_DIR = f"{RESULTS}/{ENSEMBLES}"
+EXTERNAL = config["external"]
+
+
+def ensemble_runs(source, subset):
+    """``{"models": [...], "detectors": [...]}``: the model.pt of every seed of one ensemble's runs."""
+    if source == "twostage":
+        return {
+            "models": expand(f"{RESULTS}/twostage/segmentor/{subset}/seed{{seed}}/model.pt", seed=SEEDS),
+            "detectors": expand(f"{RESULTS}/twostage/detector/{subset}/seed{{seed}}/model.pt", seed=SEEDS),
+        }
+    return {"models": expand(f"{RESULTS}/modality/{MODALITY_MODEL}/{subset}/seed{{seed}}/model.pt", seed=SEEDS)}
+
+
+def get_ensemble_inputs(wildcards):
+    """A seed ensemble's trained runs, the split table, the cohort (raw cases) and the cache (the run cards')."""
+    inputs = {**ensemble_runs(wildcards.source, wildcards.subset), "splits": SPLITS_TSV, "cache": CACHE_DONE}
+    if SYNTHETIC:
+        inputs["cohort"] = SYNTH_DONE
+    return inputs
+
+
+def ensemble_model_args(wildcards, input):
+    """`--model RUN...` (and `--detector RUN...`) of `brainmets segment`: the run directories of model.pt inputs."""
+    args = "--model " + " ".join(str(Path(p).parent) for p in input.models)
+    if "detectors" in input.keys():
+        args += " --detector " + " ".join(str(Path(p).parent) for p in input.detectors)
+    return args
+
+
+def mirror_arg(wildcards):
+    return "--mirror" if wildcards.variant == "mirror" else "--no-mirror"
+
+
+def ensemble_metrics():
+    """Metrics of every ensemble row (Table 2) when ensembles are enabled."""
+    return [
+        f"{ENSEMBLES_DIR}/{source}/{subset}/{variant}/metrics/{split}.tsv"
+        for source, subset in ENSEMBLE_MEMBERS
+        for variant in ENSEMBLE_VARIANTS
+        for split in EVAL_SPLITS
+    ]
+
+
+def get_external_inputs(wildcards):
+    """The configured ensemble (`ensembles.external_model`) and its postprocessing decision, for an external folder."""
+    if EXTERNAL is None:
+        raise WorkflowError("segment_external needs the folder to segment: --config external=DIR")
+    if not Path(EXTERNAL).is_dir():
+        raise WorkflowError(f"external folder not found: {EXTERNAL} (--config external=DIR)")
+    source = config["ensembles"]["external_model"]
+    subset = dict(ensemble_members(config, only_enabled=False)).get(source)
+    if subset is None:
+        raise WorkflowError(
+            f"ensembles.external_model is {source!r} but ensembles.members.{source} is null: "
+            "no ensemble to segment with"
+        )
+    return {**ensemble_runs(source, subset), "decision": f"{ENSEMBLES_DIR}/{source}/{subset}/postprocessing.json"}
+
+
+def external_name():
+    """Output folder name under results/external/: the external folder's name."""
+    return Path(EXTERNAL).resolve().name if EXTERNAL else "unset"
+
+
+def attempt_number(wildcards, attempt):
+    """Snakemake's attempt (1 = first job) for `brainmets train --attempt`: a retry of a run that
+    failed for a real error (its failed.txt) fails again at once instead of training again."""
+    return attempt

@@ -28,6 +28,7 @@ rule train_modality:
         mem_mb=RES["train"]["mem_mb"],
         runtime=RES["train"]["runtime"],
         gpu=RES["train"]["gpu"],
+        attempt=attempt_number,
     conda:
         CONDA_ENV
     log:
@@ -35,7 +36,9 @@ rule train_modality:
     benchmark:
         f"{BENCHMARKS}/modality/{{model}}/{{subset}}/seed{{seed}}/train.tsv"
     shell:
-        "brainmets train --config {params.config} --study {params.study} --model {params.model} "
+        # exec: SLURM's warning SIGTERM (profile: --signal=TERM@lead) must reach brainmets, which
+        # checkpoints and exits 75; a bash in between would die at once and lose the step.
+        "exec brainmets train --attempt {resources.attempt} --config {params.config} --study {params.study} --model {params.model} "
         "--subset {wildcards.subset} {params.selection} {params.detector} --seed {wildcards.seed} "
         "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
         "--threads {threads} --no-progress > {log} 2>&1"

@@ -11,6 +11,7 @@ rule tables:
     """Table 1 (modality study), Table 2 (comparison + significance), efficiency, detection."""
     input:
         results=get_report_inputs,
+        ensembles=ensemble_metrics(),
     output:
         table_report_files(),
         expand(f"{TABLES_DIR}/{{name}}.{{ext}}", name=TABLES, ext=["csv", "tex"]),

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="the preprocessing spacing (mm), when the run's training cache is gone")
     spacing.add_argument("--native", action="store_true",
                          help="the cases were preprocessed on their native grid (when the cache is gone)")
+    parser.add_argument("--postprocessing", type=Path, metavar="JSON",
+                        help="record this postprocessing decision (postprocessing.json, chosen on the "
+                        "validation split) in the card; `brainmets segment` then applies it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
 
     spacing = args.spacing if args.spacing else (None if args.native else "cache")
     for run_dir in args.runs:
-        print(write_run_card(run_dir, spacing))
+        print(write_run_card(run_dir, spacing, args.postprocessing))
     return 0

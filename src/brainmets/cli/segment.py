@@ -33,6 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
                         help="test-time augmentation: average over the 8 mirror images (default on)")
+    post = parser.add_mutually_exclusive_group()
+    post.add_argument("--postprocessing", type=Path, metavar="JSON",
+                      help="remove small components with this decision (postprocessing.json); default: the one "
+                      "the model cards record, if any")
+    post.add_argument("--no-postprocessing", action="store_true",
+                      help="do not remove small components, even when the model cards record a decision")
+    parser.add_argument("--splits", type=Path, metavar="TSV",
+                        help="with --split: segment only the cases of these splits (case, split table), "
+                        "each into OUT/<split>/")
+    parser.add_argument("--split", nargs="+", metavar="SPLIT", help="splits of --splits to segment")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <case>_uncertainty.nii.gz: the members' standard deviation (ensembles)")
     parser.add_argument("--config", type=Path, help="config.yaml whose 'inference' section to use (optional)")
@@ -61,9 +71,33 @@ def run(args: argparse.Namespace) -> int:
     settings = InferenceSettings.from_config(config)
     if args.device:
         settings = dataclasses.replace(settings, device=args.device)
-    model = load_model(args.model, args.detector, settings=settings, mirror=args.mirror)
+    if (args.splits is None) != (args.split is None):
+        raise BrainmetsError("--splits and --split go together: the table of splits and the split(s) to segment")
+    postprocessing = True
+    if args.no_postprocessing:
+        postprocessing = False
+    elif args.postprocessing:
+        from brainmets.inference.postprocess import read_decision
+
+        postprocessing = read_decision(args.postprocessing)
+    model = load_model(args.model, args.detector, settings=settings, mirror=args.mirror,
+                       postprocessing=postprocessing)
     cases = explicit_case(files, args.case) if explicit else find_cases(args.input)
-    written = segment(cases, model, args.out, uncertainty=args.uncertainty,
-                      source=args.input or "", progress=not args.no_progress)
-    print(f"{len(written)} case(s) segmented into {args.out}")
+    if args.splits is None:
+        jobs = {args.out: cases}
+    else:
+        from brainmets.data.splits import cases_in_split
+
+        jobs = {}
+        for split in dict.fromkeys(args.split):
+            wanted = cases_in_split(args.splits, split)
+            absent = [c for c in wanted if c not in cases]
+            if absent:
+                raise BrainmetsError(f"{len(absent)} {split} case(s) of {args.splits} not found in "
+                                     f"{args.input}: {', '.join(absent[:5])}")
+            jobs[args.out / split] = {c: cases[c] for c in wanted}
+    for out, selected in jobs.items():
+        written = segment(selected, model, out, uncertainty=args.uncertainty,
+                          source=args.input or "", progress=not args.no_progress)
+        print(f"{len(written)} case(s) segmented into {out}")
     return 0

@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use this split (TSV/CSV with columns case, split) instead of drawing one; "
         "it must assign every indexed ok case exactly once",
     )
+    parser.add_argument(
+        "--on-bad-case", choices=("fail", "skip"), default="fail",
+        help="with --split-file: fail (default) on listed cases the index lacks and on unlisted "
+        "indexed cases, or skip them with a warning (use the listed rest)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from brainmets.data.splits import create_split, split_summary
 
     split = create_split(args.cases, args.out, fractions=args.fractions, seed=args.seed,
-                         split_file=args.split_file)
+                         split_file=args.split_file, on_bad_case=args.on_bad_case)
     how = f"from {args.split_file}" if args.split_file else f"seed {args.seed}"
     print(f"wrote {args.out} ({how}); cases per metastasis-count stratum:")
     print(split_summary(split, load_cases(args.cases)).to_string())

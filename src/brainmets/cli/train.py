@@ -17,8 +17,15 @@ DESCRIPTION = (
     "step in progress finishes, RUN_DIR/checkpoint.pt and history.tsv are written at that step and the command "
     f"exits {EXIT_RESUME}; a second Ctrl-C stops at once (the last checkpoint stays). "
     f"Exit status: 0 trained (or already complete); {EXIT_RESUME} stopped before the end, not finished: run the same "
-    "command again to resume; 2 error in the input or settings (message on stderr); 130 interrupted."
+    "command again to resume; 2 error in the input or settings (message on stderr); 130 interrupted. "
+    "Chains of batch jobs (--attempt, Snakemake's attempt number): an error writes RUN_DIR/failed.txt; a later "
+    "attempt of the same chain (--attempt 2 or more) then stops at once with that error instead of training "
+    "again, so a chain sized for a long training does not loop on a bug or bad input. Attempt 1 (a new "
+    "Snakemake run, e.g. after the fix) removes the record and trains."
 )
+
+#: The error that ended a training, in its run directory, for the later jobs of the same chain.
+FAILURE_RECORD = "failed.txt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +48,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warning-signal", default=DEFAULT_WARNING_SIGNAL, metavar="SIGNAL",
                         help="early-warning signal that stops the run like SIGTERM, e.g. sent by SLURM ahead of "
                         f"the time limit with sbatch --signal (default {DEFAULT_WARNING_SIGNAL}; 'none': not caught)")
+    parser.add_argument("--attempt", type=int, default=1, metavar="N",
+                        help="which job of a chain this is (Snakemake's attempt, 1 = first): from 2 on, an error "
+                        f"recorded in RUN_DIR/{FAILURE_RECORD} by an earlier job is raised again without training")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from brainmets.errors import BrainmetsError
+    from brainmets.io import write_text
+
+    record = Path(args.out_dir) / FAILURE_RECORD
+    if args.attempt > 1 and record.is_file():
+        raise BrainmetsError(f"not training again: an earlier job of this chain failed (attempt {args.attempt}; "
+                             f"fix the cause, then start Snakemake again). Its error ({record}):\n"
+                             f"{record.read_text().strip()}")
+    record.unlink(missing_ok=True)
+    try:
+        return _train(args)
+    except Exception as exc:
+        # Only errors Python sees: a kill (node failure, out of memory, time limit) leaves no record
+        # and the next job of the chain resumes from the checkpoint.
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write_text(record, f"{exc}\n" if isinstance(exc, BrainmetsError) else f"{type(exc).__name__}: {exc}\n")
+        raise
+
+
+def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from brainmets.config import load_config

@@ -22,7 +22,10 @@ Stratification (``make_split``)
 
 A split file written by hand (``--split-file``) is validated instead of drawn:
 every indexed ``ok`` case must appear exactly once, with a split name in
-train/val/test, and every split must be non-empty.
+train/val/test, and every split must be non-empty. With ``on_bad_case="skip"``
+(``data.on_bad_case``) a published split is used on a root that holds only part
+of it: listed cases the root lacks (or the index skipped) are dropped, indexed
+cases the file does not list are left out, both with a warning naming them.
 """
 
 from __future__ import annotations
@@ -258,13 +261,16 @@ def validate_split(
     split_df: "pandas.DataFrame",  # noqa: F821
     cases_df: "pandas.DataFrame",  # noqa: F821
     source: str = "split",
+    on_bad_case: str = "fail",
 ) -> "pandas.DataFrame":  # noqa: F821
     """Check a given split against the case table and return it in case-table order.
 
     Every problem is collected and reported at once: unknown cases, cases the
     index skipped, duplicates, invalid split names, ``ok`` cases the split
     does not assign (a split must cover the whole indexed cohort, so that no
-    case is silently left out), and empty splits.
+    case is silently left out), and empty splits. With ``on_bad_case="skip"``
+    unknown, skipped and unassigned cases are warnings instead (see the module
+    docstring); the rest must still fill every split.
     """
     split_df = _normalise(split_df)
     problems = _structure_problems(split_df)
@@ -274,13 +280,16 @@ def validate_split(
     status = dict(zip(ids, cases_df["status"] if "status" in cases_df.columns else ["ok"] * len(ids)))
     reasons = dict(zip(ids, cases_df["reason"] if "reason" in cases_df.columns else [""] * len(ids)))
     listed = split_df["case"].tolist()
+    tolerated: list[str] = []
     unknown = [c for c in dict.fromkeys(listed) if c not in status]
     if unknown:
-        problems.append(f"{len(unknown)} case(s) not in the case table: {_list(unknown)}")
+        (tolerated if on_bad_case == "skip" else problems).append(
+            f"{len(unknown)} listed case(s) not in the case table: {_list(unknown)} (not under the data root); "
+            "data.on_bad_case: skip uses the listed rest")
     skipped = [c for c in dict.fromkeys(listed) if status.get(c, "ok") != "ok"]
     if skipped:
         detail = "; ".join(f"{reasons.get(c) or c}" for c in skipped[:5])
-        problems.append(
+        (tolerated if on_bad_case == "skip" else problems).append(
             f"{len(skipped)} case(s) were skipped by `brainmets index` and cannot be used: "
             f"{_list(skipped)} ({detail})"
         )
@@ -288,10 +297,15 @@ def validate_split(
     listed_set = set(listed)
     absent = [c for c in ok_cases if c not in listed_set]
     if absent:
-        problems.append(
+        (tolerated if on_bad_case == "skip" else problems).append(
             f"{len(absent)} indexed case(s) are not assigned to any split: {_list(absent)}; "
             "add them to the file (every indexed case must be in train, val or test)"
         )
+    if tolerated:
+        log.warning("%s: on_bad_case=skip, using the listed cases the index has:\n%s", source,
+                    "\n".join(f"  - {t}" for t in tolerated))
+        keep = split_df["case"].map(lambda c: status.get(c) == "ok")
+        split_df = split_df[keep]
     present = set(split_df["split"])
     empty = [s for s in SPLITS if s not in present]
     if empty:
@@ -332,6 +346,7 @@ def create_split(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     split_file: str | Path | None = None,
+    on_bad_case: str = "fail",
 ) -> "pandas.DataFrame":  # noqa: F821
     """``brainmets split``: draw (or validate a given) split of the indexed cases and write it atomically."""
     from brainmets.data.layout import load_cases
@@ -339,7 +354,8 @@ def create_split(
 
     cases_df = load_cases(cases_path, ok_only=False)
     if split_file is not None:
-        split_df = validate_split(load_split(split_file), cases_df, source=f"split file {split_file}")
+        split_df = validate_split(load_split(split_file), cases_df, source=f"split file {split_file}",
+                                  on_bad_case=on_bad_case)
     else:
         split_df = make_split(cases_df, fractions, seed)
     write_table(split_df, out_path)

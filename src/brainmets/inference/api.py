@@ -104,7 +104,7 @@ def predict_case(
     else:
         result = predict_two_stage(detector, segmentor, volume, settings, runtime, reference=reference)
     probabilities, _ = probabilities_to_original_grid(result.probabilities.numpy(), meta, fill=0.0)
-    write_labels_nifti(regions_to_labels(probabilities, settings.threshold), meta, out_path)
+    write_labels_nifti(regions_to_labels(probabilities, settings.threshold, settings.label_export), meta, out_path)
     row = {"case": case, **result.record, "seconds_total": time.perf_counter() - start}
     return row
 

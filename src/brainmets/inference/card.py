@@ -10,7 +10,10 @@ memory of the training job:
   metadata, which says how cases were preprocessed (the target spacing);
 * ``model_info.json`` (parameters, GMAC per window) when present;
 * ``metrics/<split>.tsv`` (written by ``brainmets evaluate``) when present:
-  the mean of every metric per region.
+  the mean of every metric per region;
+* optionally a postprocessing decision (``postprocessing.json``, minimum
+  component volumes chosen on the validation split:
+  :mod:`brainmets.inference.postprocess`), which ``segment`` then applies.
 
 A card for several runs (a seed ensemble) or a detector + segmentor pair
 lists the member cards and what they share; :func:`check_members` refuses
@@ -194,10 +197,15 @@ def build_run_card(run_dir: str | Path, spacing: Sequence[float] | None | str = 
     return card
 
 
-def write_run_card(run_dir: str | Path, spacing: Sequence[float] | None | str = "cache") -> Path:
-    """(Re)write ``<run_dir>/model.json`` from the run's files; returns its path."""
+def write_run_card(run_dir: str | Path, spacing: Sequence[float] | None | str = "cache",
+                   postprocessing: str | Path | None = None) -> Path:
+    """(Re)write ``<run_dir>/model.json`` from the run's files (and a postprocessing decision file); returns its path."""
+    from brainmets.inference.postprocess import read_decision
+
     run_dir = run_dir_of(run_dir)
     card = build_run_card(run_dir, spacing)
+    if postprocessing is not None:
+        card["postprocessing"] = {**read_decision(postprocessing), "file": str(Path(postprocessing).resolve())}
     path = run_dir / CARD_NAME
     write_json(path, card)
     return path

@@ -4,8 +4,11 @@ Both paths return WT/TC/ET probabilities on the cache grid plus a record of
 the work done (windows, FLOPs, seconds), so that the caller can write labels
 and the ``inference/<split>.tsv`` table.
 
-Blending. Window outputs are sigmoid probabilities, combined where windows
-overlap as a weighted mean: ``sum(w * p) / sum(w)`` over the windows that ran.
+Blending. Window outputs are combined where windows overlap as a weighted
+mean ``sum(w * o) / sum(w)`` over the windows that ran, of their sigmoid
+probabilities (``average="probabilities"``, default) or of their logits, the
+sigmoid taken after the mean (``average="logits"``, the authors' code; a
+confident window then outweighs an unsure one more than in probability space).
 ``blend="constant"`` (default) uses ``w = 1``, the plain average the paper
 describes for the two-stage model; ``blend="gaussian"`` weights each window's
 centre more (MONAI's importance map, sigma 0.125 of the window), which damps
@@ -57,6 +60,10 @@ class InferenceSettings:
     batch_size: int
     #: weighting of overlapping window outputs: constant (plain mean) or gaussian
     blend: str
+    #: what overlapping windows average: probabilities or logits (sigmoid after the mean)
+    average: str
+    #: region channels -> labels: nested or union (brainmets.inference.labels)
+    label_export: str
     #: sigmoid probability above which a region is present
     threshold: float
     #: auto (CUDA if available), cpu, cuda, cuda:1, ...
@@ -191,7 +198,8 @@ def predict_single_pass(
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         nonlocal windows_run
         windows_run += batch.shape[0]
-        return torch.sigmoid(network(batch, runtime))
+        outputs = network(batch, runtime)
+        return outputs if settings.average == "logits" else torch.sigmoid(outputs)
 
     inputs = image[network.channels].unsqueeze(0).to(runtime.device)
     start = time.perf_counter()
@@ -207,6 +215,8 @@ def predict_single_pass(
             padding_mode="constant",
             cval=0.0,
         )[0]
+        if settings.average == "logits":
+            probabilities = torch.sigmoid(probabilities)
     runtime.synchronize()
     seconds = time.perf_counter() - start
     flops = network.flops_per_window * windows_run
@@ -241,7 +251,7 @@ def predict_two_stage(
     (the volume is zero-padded at its far end where it is smaller than a window;
     zero is the cache's background value). The detector scores every window in
     batches; the segmentor runs, in batches, only on windows whose logit is
-    above ``settings.detector_threshold``; their probabilities are blended
+    above ``settings.detector_threshold``; their outputs are blended
     (see the module docstring) and voxels no kept window covers are 0.
 
     ``flops_single_pass`` is what ``reference`` (the configured single-pass
@@ -280,13 +290,17 @@ def predict_two_stage(
         norm = torch.zeros(full, device=runtime.device)
         for i in range(0, len(kept), batch_size):
             chunk = kept[i : i + batch_size]
-            probabilities = torch.sigmoid(segmentor(windows(seg_input, chunk), runtime))
-            for (x, y, z), window in zip(chunk, probabilities):
+            outputs = segmentor(windows(seg_input, chunk), runtime)
+            if settings.average != "logits":
+                outputs = torch.sigmoid(outputs)
+            for (x, y, z), window in zip(chunk, outputs):
                 region = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
                 total[(slice(None), *region)] += window * weights
                 norm[region] += weights
         covered = norm > 0
         total[:, covered] /= norm[covered]
+        if settings.average == "logits":
+            total[:, covered] = torch.sigmoid(total[:, covered])
         result = total[:, : shape[0], : shape[1], : shape[2]].float().cpu()
     runtime.synchronize()
     seconds = time.perf_counter() - start

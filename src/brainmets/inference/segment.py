@@ -23,7 +23,11 @@ Per case:
    (:func:`~brainmets.data.preprocess.probabilities_to_original_grid`), where
    they are averaged over members and thresholded into labels
    (:func:`~brainmets.inference.labels.regions_to_labels`); the optional
-   uncertainty map is the members' standard deviation there.
+   uncertainty map is the members' standard deviation there;
+4. when the model's card carries a postprocessing decision (minimum
+   component volumes per region, chosen on the validation split:
+   :mod:`brainmets.inference.postprocess`), small components are removed
+   from the labels (``postprocessing=False`` in :func:`load_model` turns it off).
 
 Outputs (``<out>/``): ``<case>.nii.gz`` (uint8 BraTS labels 1 NETC, 2 SNFH,
 3 ET, the case's affine and header codes: the file name the BraTS challenge
@@ -161,6 +165,7 @@ class SegmentationModel:
     settings: InferenceSettings
     runtime: Runtime
     mirror: bool
+    postprocessing: dict[str, Any] | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -176,12 +181,16 @@ def load_model(
     detectors: Sequence[str | Path] = (),
     settings: InferenceSettings | None = None,
     mirror: bool = True,
+    postprocessing: Mapping[str, Any] | bool = True,
 ) -> SegmentationModel:
     """Read the run cards, check they form one model, load the networks.
 
     ``runs``: segmentation run directories (one = one model, several = an ensemble);
     ``detectors``: none, or one detector run per run in ``runs`` (paired in order:
-    two-stage members).
+    two-stage members). ``postprocessing``: ``True`` applies the decision the
+    segmentor cards carry (all the same, or none), ``False`` none, a decision
+    (:func:`brainmets.inference.postprocess.read_decision`) that one; the card
+    written with the outputs records what was applied.
     """
     from brainmets.inference.engine import InferenceSettings, inference_runtime, load_network
 
@@ -211,10 +220,11 @@ def load_model(
     check_members([c["segmentor"] for c in cards], "ensemble")
     inference = {
         "mirror": bool(mirror), "overlap": settings.overlap, "blend": settings.blend,
-        "threshold": settings.threshold,
+        "average": settings.average, "threshold": settings.threshold, "label_export": settings.label_export,
         **({"detector_threshold": settings.detector_threshold} if detectors else {}),
     }
-    card = combined_card(cards, inference)
+    decision = _postprocessing_decision([c["segmentor"] for c in cards], postprocessing)
+    card = {**combined_card(cards, inference), "postprocessing": decision}
     runtime = inference_runtime(settings)
     members = []
     for c in cards:
@@ -223,7 +233,24 @@ def load_model(
         if c["detector"] is not None:
             detector = load_network(Path(c["detector"]["run_dir"]) / "model.pt", runtime, task="detection")
         members.append(Member(segmentor, detector))
-    return SegmentationModel(members, card, settings, runtime, bool(mirror))
+    return SegmentationModel(members, card, settings, runtime, bool(mirror), decision)
+
+
+def _postprocessing_decision(cards: Sequence[Mapping[str, Any]], choice: Mapping[str, Any] | bool
+                             ) -> dict[str, Any] | None:
+    from brainmets.inference.postprocess import check_decision
+
+    if choice is False:
+        return None
+    if choice is not True:
+        return check_decision(dict(choice), "the postprocessing decision given")
+    decisions = [c.get("postprocessing") for c in cards]
+    if any(d != decisions[0] for d in decisions[1:]):
+        raise BrainmetsError(
+            "the members' model cards record different postprocessing decisions; give one explicitly "
+            "(--postprocessing FILE) or turn it off (--no-postprocessing)"
+        )
+    return None if decisions[0] is None else check_decision(decisions[0], f"{cards[0]['run_dir']}/{CARD_NAME}")
 
 
 def _expect_task(card: Mapping[str, Any], task: str) -> None:
@@ -288,7 +315,11 @@ def segment_case(case: str, files: Mapping[str, Path], model: SegmentationModel)
         for member in model.members
     ])
     probabilities = members.mean(axis=0, dtype=np.float64).astype(np.float32)
-    labels = regions_to_labels(probabilities, model.settings.threshold)
+    labels = regions_to_labels(probabilities, model.settings.threshold, model.settings.label_export)
+    if model.postprocessing is not None:
+        from brainmets.inference.postprocess import remove_small_components
+
+        labels = remove_small_components(labels, model.postprocessing["min_volume_mm3"], meta["original_spacing"])
     return CaseSegmentation(case, labels, probabilities, members, meta)
 
 
@@ -361,8 +392,10 @@ def segment(
     collisions = [case for case in cases if case in (Path(COLOUR_TABLE).stem, Path(CARD_NAME).stem)]
     if collisions:
         raise BrainmetsError(f"case name(s) {', '.join(collisions)} would collide with the outputs' own files")
-    log.info("segmenting %d case(s) into %s with %s; mirroring %s; device %s", len(cases), out_dir,
-             describe(model.card), "on" if model.mirror else "off", model.runtime.device)
+    log.info("segmenting %d case(s) into %s with %s; mirroring %s; postprocessing %s; device %s", len(cases),
+             out_dir, describe(model.card), "on" if model.mirror else "off",
+             "off" if model.postprocessing is None else model.postprocessing["min_volume_mm3"],
+             model.runtime.device)
     unused = sorted({m for files in cases.values() for m in files} - set(model.channels))
     if unused:
         log.info("sequences %s are read for the brain mask only (the model does not use them)", ", ".join(unused))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from brainmets.constants import ALL_FOUR, SELECTED, subset_label
+from brainmets.constants import ALL_FOUR, SELECTED, canonical_subset, subset_label
 from brainmets.decision import selected_subset, selection_path
 from brainmets.errors import BrainmetsError
 from brainmets.io import read_json, read_table
@@ -40,6 +40,16 @@ MODEL_DISPLAY_NAMES: dict[str, str] = {
     "resenc_unet": "nnU-Net ResEnc",
 }
 
+#: Study directory of the seed ensembles (``ensembles/<source>/<subset>/<variant>/``).
+ENSEMBLES = "ensembles"
+#: What an ensemble averages: the two-stage model's seeds, or the modality study network's seeds.
+ENSEMBLE_SOURCES = ("twostage", "modality")
+#: Ensemble rows per source: seeds averaged; + mirroring (8 mirror images); + the tuned postprocessing.
+ENSEMBLE_VARIANTS: dict[str, str] = {
+    "mean": "seed ensemble",
+    "mirror": "seed ensemble + mirroring",
+    "mirror_pp": "seed ensemble + mirroring + postprocessing",
+}
 #: Model directory of the two-stage model's combined predictions and metrics
 #: (``twostage/combined/<subset>/seed<k>/``), beside its ``detector/`` and ``segmentor/``.
 TWOSTAGE_COMBINED = "combined"
@@ -61,7 +71,9 @@ class RunGroup:
     """All seeds of one (study, model, subset) under ``results``: one table row.
 
     ``subset`` is the path component (a canonical key or ``selected``);
-    ``subset_resolved`` is the canonical key it stands for.
+    ``subset_resolved`` is the canonical key it stands for. An ensemble row is
+    one run, ``<directory>/<run>/`` (``run`` set, ``seeds`` a single 0): its
+    seeds are averaged inside the prediction.
     """
 
     results: Path
@@ -71,6 +83,7 @@ class RunGroup:
     seeds: tuple[int, ...]
     label: str
     subset_resolved: str
+    run: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -79,10 +92,10 @@ class RunGroup:
     @property
     def key(self) -> str:
         """Identity used in CSV files: ``study/model/subset``."""
-        return f"{self.study}/{self.model}/{self.subset}"
+        return f"{self.study}/{self.model}/{self.subset}" + (f"/{self.run}" if self.run else "")
 
     def run_dir(self, seed: int) -> Path:
-        return self.directory / f"seed{seed}"
+        return self.directory / (self.run if self.run is not None else f"seed{seed}")
 
     def sibling(self, model: str) -> "RunGroup":
         """The same study/subset/seeds under another model directory (two-stage parts)."""
@@ -254,6 +267,8 @@ class ReportConfig:
     qualitative_case: str | None
     #: How Table 2 meets the page: ``single`` or ``split`` (:data:`brainmets.reporting.tables.TABLE2_LAYOUTS`).
     table2_layout: str
+    #: ``(source, subset)`` of each seed ensemble in Table 2 (:func:`ensemble_members`).
+    ensembles: list[tuple[str, str]]
 
 
 def report_config(config: dict[str, Any]) -> ReportConfig:
@@ -270,7 +285,38 @@ def report_config(config: dict[str, Any]) -> ReportConfig:
         detection_regions=list(reporting["detection_regions"]),
         qualitative_case=reporting["qualitative_case"],
         table2_layout=reporting["table2_layout"],
+        ensembles=ensemble_members(config),
     )
+
+
+def ensemble_members(raw: dict[str, Any], only_enabled: bool = True) -> list[tuple[str, str]]:
+    """``(source, subset)`` of the configured seed ensembles (``ensembles.members``), checked against the study.
+
+    The subset of a ``twostage`` ensemble must be one the two-stage model is
+    trained with, that of a ``modality`` ensemble one of the modality study's
+    (ensembles reuse trained runs, they never train). ``only_enabled``: none
+    when ``ensembles.enabled`` is false (no Table 2 rows); ``segment_external``
+    uses the members either way.
+    """
+    section = raw.get("ensembles") or {}
+    if only_enabled and not section.get("enabled", False):
+        return []
+    # A validated config: subsets are canonical keys already (or ``selected``).
+    trained = {"twostage": list(raw["twostage"]["subsets"]), "modality": list(raw["modality_study"]["subsets"])}
+    members = []
+    for source, subset in (section.get("members") or {}).items():
+        if source not in ENSEMBLE_SOURCES:
+            raise BrainmetsError(f"config key ensembles.members.{source}: unknown source; expected "
+                                 f"{' or '.join(ENSEMBLE_SOURCES)}")
+        if subset is None:
+            continue
+        key = canonical_subset(subset, aliases=True)
+        if key not in trained[source]:
+            where = "twostage.subsets" if source == "twostage" else "modality_study.subsets"
+            raise BrainmetsError(f"config key ensembles.members.{source} is {subset!r}, which {where} does not "
+                                 f"train ({', '.join(trained[source])}): ensembles reuse trained runs")
+        members.append((source, key))
+    return members
 
 
 def load_report_config(path: str | Path) -> ReportConfig:
@@ -319,6 +365,19 @@ def comparison_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
             resolved = subset
             label = f"Two-stage ({subset_label(subset)})"
         groups.append(make_group(results, "twostage", TWOSTAGE_COMBINED, subset, label, cfg.seeds, resolved))
+    return groups
+
+
+def ensemble_groups(results: str | Path, cfg: ReportConfig) -> list[RunGroup]:
+    """Table 2 rows of the seed ensembles: per configured member, each variant (:data:`ENSEMBLE_VARIANTS`)."""
+    groups = []
+    for source, subset in cfg.ensembles:
+        resolved = selected_subset(selection_path(results)) if subset == SELECTED else subset
+        name = "Two-stage" if source == "twostage" else model_display_name(cfg.modality_model)
+        chosen = ", selected" if subset == SELECTED else ""
+        for variant, what in ENSEMBLE_VARIANTS.items():
+            groups.append(RunGroup(Path(results), ENSEMBLES, source, subset, (0,),
+                                   f"{name} ({subset_label(resolved)}{chosen}), {what}", resolved, variant))
     return groups
 
 

@@ -59,6 +59,7 @@ from brainmets.reporting.collect import (
     ReportConfig,
     RunGroup,
     comparison_groups,
+    ensemble_groups,
     modality_groups,
     read_inference,
     read_lesions,
@@ -341,6 +342,12 @@ def comparison_table(groups: list[RunGroup], split: str = "test") -> SummaryTabl
         f"Comparison on the {split} split: Dice (%) and HD95 (mm) per region; {_seeds_phrase(table.n_seeds)}. "
         "AVG: mean of WT, TC and ET. Best in bold, second underlined."
     )
+    if any(g.run is not None for g in groups):
+        table.caption += (
+            " Seed ensembles: one prediction from the mean of the seeds' probabilities (no standard deviation);"
+            " mirroring averages the 8 mirror images; postprocessing removes components below minimum volumes"
+            " chosen on the validation split."
+        )
     return table
 
 
@@ -668,7 +675,8 @@ def make_tables(results: str | Path, cfg: ReportConfig, out_dir: str | Path, spl
         raise BrainmetsError("no modality-study subsets configured (modality_study.subsets)")
     written += modality_table(mod_groups, split).write(out_dir)
     comp_groups = comparison_groups(results, cfg)
-    comparison = comparison_table(comp_groups, split)
+    # Ensemble rows are Table 2 only: one prediction each, no seeds to test or time per model.
+    comparison = comparison_table(comp_groups + ensemble_groups(results, cfg), split)
     written += comparison.write(out_dir, comparison_latex(comparison, cfg.table2_layout))
     significance = significance_table(comp_groups, split)
     shown = significance_display(significance, split)

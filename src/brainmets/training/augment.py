@@ -2,8 +2,11 @@
 
 Rotation, isotropic scaling, Gaussian noise, Gaussian smoothing,
 multiplicative intensity scaling, simulated low resolution and mirroring, each
-with its own probability (``training.augmentation`` of the config schema). Spatial
-transforms move the label with the image (nearest-neighbour for the label).
+with its own probability (``training.augmentation`` of the config schema); the
+authors' code adds contrast scaling about the mean and gamma contrast (plain and
+inverted), off unless their probabilities are set. Spatial transforms move the
+label with the image (nearest-neighbour for the label). A transform whose
+probability is 0 is not built at all, so it draws nothing from the random state.
 
 Determinism: the sampler calls :meth:`PatchAugmenter.reseed` with a seed
 derived from (run seed, iteration) before augmenting a batch's patches in slot
@@ -41,11 +44,13 @@ class PatchAugmenter:
     def __init__(self, settings: AugmentationSettings, device: str | torch.device = "cpu"):
         from monai.transforms import (
             Compose,
+            RandAdjustContrastd,
             RandFlipd,
             RandGaussianNoised,
             RandGaussianSmoothd,
             RandRotated,
             RandScaleIntensityd,
+            RandScaleIntensityFixedMeand,
             RandSimulateLowResolutiond,
             RandZoomd,
         )
@@ -69,10 +74,19 @@ class PatchAugmenter:
         if s.intensity_scale_prob > 0:
             lo, hi = s.intensity_scale_range
             # MONAI multiplies by (1 + f) with f ~ U(lo - 1, hi - 1).
-            transforms.append(RandScaleIntensityd(img, factors=(lo - 1.0, hi - 1.0), prob=s.intensity_scale_prob))
+            transforms.append(RandScaleIntensityd(img, factors=(lo - 1.0, hi - 1.0), prob=s.intensity_scale_prob,
+                                                  channel_wise=s.intensity_scale_channel_wise))
+        if s.fixed_mean_scale_prob > 0:
+            lo, hi = s.intensity_scale_range
+            transforms.append(RandScaleIntensityFixedMeand(img, factors=(lo - 1.0, hi - 1.0), fixed_mean=True,
+                                                           preserve_range=True, prob=s.fixed_mean_scale_prob))
         if s.low_resolution_prob > 0:
             transforms.append(RandSimulateLowResolutiond(img, prob=s.low_resolution_prob,
                                                          zoom_range=s.low_resolution_zoom))
+        for prob, inverted in ((s.gamma_inverted_prob, True), (s.gamma_prob, False)):
+            if prob > 0:
+                transforms.append(RandAdjustContrastd(img, gamma=tuple(s.gamma_range), invert_image=inverted,
+                                                      retain_stats=True, prob=prob))
         if s.mirror_prob > 0:
             transforms.extend(RandFlipd(both, prob=s.mirror_prob, spatial_axis=axis) for axis in range(3))
         self.enabled = bool(s.enabled and transforms)

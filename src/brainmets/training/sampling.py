@@ -3,11 +3,13 @@
 Each training step draws ``batch_patients`` patients and ``crops_per_patient``
 crops from each. A fixed share of the batch's crops (``pos_fraction``, rounded
 to whole crops) is *positive*: centred on a tumour voxel (a lesion is drawn
-first, uniformly or by size, see ``positive_centre``). The others are
+first, uniformly or by size, see ``positive_centre``) of the region
+``positive_region`` (all tumour, or only its core and enhancing part). The others are
 *negative*: centred on a random brain voxel; for the detector a negative crop
 is redrawn (a bounded number of times) until it holds no tumour, so the
-classifier sees real tumour-free patches. A detection patch's target is
-whether it holds any tumour voxel (WT > 0) after augmentation.
+classifier sees real tumour-free patches (``tumour_free_negatives``). A
+detection patch's target comes from its label after augmentation
+(:func:`brainmets.training.losses.detection_targets`).
 
 Everything random in a step comes from generators seeded with
 ``(seed, iteration, stream)``: the batch of step ``t`` is a pure function of
@@ -33,6 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from brainmets.constants import REGIONS
 from brainmets.errors import BrainmetsError
 from brainmets.training.augment import PatchAugmenter
 
@@ -95,7 +98,8 @@ class PatchSampler:
 
     def __init__(self, cache_dir: str | Path, cases: Sequence[str], channels: Sequence[int],
                  patch: Sequence[int], *, batch_patients: int, crops_per_patient: int, pos_fraction: float,
-                 task: str, seed: int, positive_centre: str = "lesion", augmenter: PatchAugmenter | None = None):
+                 task: str, seed: int, positive_centre: str = "lesion", positive_region: str = "wt",
+                 tumour_free_negatives: bool = True, augmenter: PatchAugmenter | None = None):
         from brainmets.data.preprocess import load_case
 
         if not cases:
@@ -112,6 +116,8 @@ class PatchSampler:
         self.task = task
         self.seed = int(seed)
         self.positive_centre = positive_centre
+        self.positive_labels = REGIONS["WT" if positive_region == "wt" else "TC"]
+        self.tumour_free_negatives = task == "detection" and tumour_free_negatives
         self.augmenter = augmenter
         self._index_lock = threading.Lock()
 
@@ -122,12 +128,12 @@ class PatchSampler:
     # ------------------------------------------------------------------ centres
 
     def _lesions(self, case: _Case) -> tuple[list[np.ndarray], np.ndarray]:
-        """Tumour voxels grouped by lesion (26-connected components of WT), computed once per case."""
+        """Voxels of the positive region grouped by lesion (26-connected components), computed once per case."""
         with self._index_lock:
             if case.lesion_voxels is None:
                 import cc3d
 
-                components = cc3d.connected_components(np.asarray(case.label) > 0, connectivity=26)
+                components = cc3d.connected_components(np.isin(case.label, self.positive_labels), connectivity=26)
                 coords = np.argwhere(components > 0).astype(np.int32)
                 ids = components[tuple(coords.T)]
                 order = np.argsort(ids, kind="stable")
@@ -159,7 +165,7 @@ class PatchSampler:
 
     def _negative_centre(self, case: _Case, rng: np.random.Generator) -> np.ndarray:
         centre = self._brain_centre(case, rng)
-        if self.task != "detection":
+        if not self.tumour_free_negatives:
             return centre
         for _ in range(_NEGATIVE_TRIES - 1):
             slices, _ = crop_slices(case.label.shape, centre, self.patch)

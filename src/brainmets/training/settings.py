@@ -10,15 +10,18 @@ nothing again. In short:
 
 ``training.segmentation`` (the region-based segmentors: U-Nets, baselines, two-stage segmentor)
     iterations 250000, batch_patients 2 x crops_per_patient 5, pos_fraction 2/3,
-    positive_centre lesion, deep_supervision_decay 0.5, grad_clip 12,
+    positive_centre lesion, positive_region wt, deep_supervision_decay 0.5
+    (normalised), dice batch, grad_clip 12,
     SGD (lr 0.01, momentum 0.99, Nesterov, weight decay 3e-5), poly schedule (0.9);
     detector_threshold 0 and detector_draws 4 for train-on-detected.
 ``training.detection`` (the patch classifier of the two-stage model)
     iterations 40400 (400 epochs of 101 steps), 2 x 5 crops, pos_fraction 0.5,
-    no clipping, Adam (lr 4e-4), linear warm-up over 1010 steps then cosine.
+    target any_tumour, negatives tumour_free, no clipping, Adam (lr 4e-4),
+    linear warm-up over 1010 steps then cosine.
 ``training.augmentation``
     nnU-Net's augmentations and probabilities (rotation, scaling, noise,
-    smoothing, intensity scaling, simulated low resolution, mirroring).
+    smoothing, intensity scaling, simulated low resolution, mirroring); the
+    authors' extra gamma and fixed-mean contrast transforms are off by default.
 ``training`` (top level)
     checkpoint_every, val_every, val_crops_per_case, val_max_cases, keep_best,
     log_every, device, threads, channels_last, prefetch.
@@ -84,10 +87,16 @@ class TaskSettings:
     optimizer: OptimizerSettings
     schedule: ScheduleSettings
     grad_clip: float
+    positive_region: str = "wt"
     # segmentation only (None for the detector)
     deep_supervision_decay: float | None = None
+    deep_supervision_normalise: bool | None = None
+    dice: str | None = None
     detector_threshold: float | None = None
     detector_draws: int | None = None
+    # detection only (None for the segmentors)
+    target: str | None = None
+    negatives: str | None = None
 
     @property
     def batch_size(self) -> int:
@@ -114,6 +123,11 @@ class AugmentationSettings:
     smooth_sigma: tuple[float, float]
     intensity_scale_prob: float
     intensity_scale_range: tuple[float, float]
+    intensity_scale_channel_wise: bool
+    fixed_mean_scale_prob: float
+    gamma_prob: float
+    gamma_inverted_prob: float
+    gamma_range: tuple[float, float]
     low_resolution_prob: float
     low_resolution_zoom: tuple[float, float]
     mirror_prob: float

@@ -132,12 +132,15 @@ class Trainer:
         self.sampler = PatchSampler(request.cache_dir, cases["train"], channels, self.patch,
                                     batch_patients=ts.batch_patients, crops_per_patient=ts.crops_per_patient,
                                     pos_fraction=ts.pos_fraction, task=self.task, seed=request.seed,
-                                    positive_centre=ts.positive_centre, augmenter=augmenter)
+                                    positive_centre=ts.positive_centre, positive_region=ts.positive_region,
+                                    tumour_free_negatives=ts.negatives != "brain", augmenter=augmenter)
         self.validator: _Validator | None = None
         if settings.val_every and val_cases:
             val_sampler = PatchSampler(request.cache_dir, val_cases, channels, self.patch, batch_patients=1,
                                        crops_per_patient=1, pos_fraction=ts.pos_fraction, task=self.task,
-                                       seed=request.seed, positive_centre=ts.positive_centre)
+                                       seed=request.seed, positive_centre=ts.positive_centre,
+                                       positive_region=ts.positive_region,
+                                       tumour_free_negatives=ts.negatives != "brain")
             self.validator = _Validator(val_sampler.fixed_patches(settings.val_crops_per_case), self.task,
                                         ts.batch_size, self.runtime)
         elif settings.val_every:
@@ -171,7 +174,8 @@ class Trainer:
         stop = self.total if stop_at is None else min(max(int(stop_at), start), self.total)
         self.tracker = RunTracker.start(self.tracking_uri, study=self.request.study,
                                         model=self.request.model, subset=self.subset, seed=self.request.seed,
-                                        run_dir=self.out_dir, params=self.resolved)
+                                        run_dir=self.out_dir, params=self.resolved,
+                                        subset_alias=self.request.subset_alias)
         batches = BatchPrefetcher(lambda t: self.sampler.batch(t, draws=self.draws), start, stop,
                                   self.settings.prefetch)
         bar = tqdm(total=self.total, initial=start, unit="it", disable=not progress, dynamic_ncols=True,
@@ -233,9 +237,10 @@ class Trainer:
         with self.runtime.autocast():
             main, aux, extra_loss = forward_outputs(self.model, x)
         if self.task == "segmentation":
-            loss = segmentation_loss(main, aux, region_targets(label), self.ts.deep_supervision_decay, extra_loss)
+            loss = segmentation_loss(main, aux, region_targets(label), self.ts.deep_supervision_decay, extra_loss,
+                                     normalise=self.ts.deep_supervision_normalise, dice=self.ts.dice)
         else:
-            loss = detection_loss(main, detection_targets(label), extra_loss)
+            loss = detection_loss(main, detection_targets(label, self.ts.target), extra_loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.ts.grad_clip > 0:

@@ -1,0 +1,171 @@
+"""The configurable parts of the training recipe where the authors' code differs from the default.
+
+Each test sets one key the way ``configs/paper.yaml`` does and checks what it
+changes against a value computed by hand (see docs/paper-fidelity.md).
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brainmets.config import validate_section
+from brainmets.constants import subset_channels
+from brainmets.training.augment import PatchAugmenter
+from brainmets.training.losses import (
+    deep_supervision_weights,
+    detection_targets,
+    dice_bce_loss,
+    segmentation_loss,
+    soft_dice_loss,
+)
+from brainmets.training.sampling import PatchSampler, crop_slices
+from brainmets.training.settings import AugmentationSettings, training_settings
+
+
+def _hand_dice(prob, target, dims, smooth_nr, smooth_dr):
+    inter = (prob * target).sum(dims)
+    return 1 - ((2 * inter + smooth_nr) / (prob.sum(dims) + target.sum(dims) + smooth_dr)).mean()
+
+
+def test_per_sample_dice_is_the_authors_monai_dice_and_differs_from_batch_dice():
+    logits = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0, 0.0, -2.0, 3.0]).reshape(2, 1, 4, 1, 1).repeat(1, 3, 1, 1, 1)
+    target = torch.zeros(2, 3, 4, 1, 1)
+    target[0, :, :2] = 1  # patch 1 has no region at all: per-sample Dice scores it alone
+    prob = torch.sigmoid(logits)
+    sample = _hand_dice(prob, target, [2, 3, 4], 0.0, 1e-5)
+    batch = _hand_dice(prob, target, [0, 2, 3, 4], 1e-5, 1e-5)
+    assert soft_dice_loss(logits, target, "sample").item() == pytest.approx(sample.item(), rel=1e-6)
+    assert soft_dice_loss(logits, target, "batch").item() == pytest.approx(batch.item(), rel=1e-6)
+    assert abs(sample.item() - batch.item()) > 0.05
+    # an empty patch predicted (nearly) empty costs almost a full 1 per channel in per-sample Dice
+    empty = torch.zeros(1, 3, 4, 1, 1)
+    assert soft_dice_loss(torch.full_like(empty, -20.0), empty, "sample").item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_unnormalised_deep_supervision_weights_four_heads():
+    assert deep_supervision_weights(4, 0.5, normalise=False) == [1.0, 0.5, 0.25, 0.125]
+    torch.manual_seed(0)
+    target = (torch.rand(2, 3, 8, 8, 8) > 0.7).float()
+    heads = [torch.randn(2, 3, 8, 8, 8) for _ in range(4)]
+    expected = sum(w * dice_bce_loss(h, target, "sample") for w, h in zip([1, 0.5, 0.25, 0.125], heads))
+    got = segmentation_loss(heads[0], heads[1:], target, 0.5, normalise=False, dice="sample")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # normalised, the same heads give the loss on the scale of one head: 1.875 times smaller
+    normalised = segmentation_loss(heads[0], heads[1:], target, 0.5, normalise=True, dice="sample")
+    assert got.item() == pytest.approx(1.875 * normalised.item(), rel=1e-6)
+
+
+def test_detector_label_rules_on_a_single_voxel():
+    label = torch.zeros(3, 1, 4, 4, 4)
+    label[0, 0, 1, 1, 1] = 1  # one NETC voxel: raw label sum 1
+    label[1, 0, 1, 1, 1] = 2  # one edema voxel: raw label sum 2
+    assert detection_targets(label, "any_tumour").flatten().tolist() == [1.0, 1.0, 0.0]
+    assert detection_targets(label, "label_sum").flatten().tolist() == [0.0, 1.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def lesion_pair(tmp_path_factory, case_writer):
+    """One case with a large lesion (radius 6) and a small one (radius 1), edema around both."""
+    cache = tmp_path_factory.mktemp("pair")
+    case_writer(cache, "pair", 0, [((11, 11, 10), 6), ((27, 26, 18), 1)])
+    return cache
+
+
+def _sampler(cache, **keys):
+    return PatchSampler(cache, ["pair"], subset_channels("t1c"), (8, 8, 8), batch_patients=1, crops_per_patient=1,
+                        pos_fraction=1.0, task="segmentation", seed=0, **keys)
+
+
+def _centres(sampler, n=600):
+    rng = np.random.default_rng(0)
+    return np.array([sampler._positive_centre(sampler.cases[0], rng) for _ in range(n)])
+
+
+def test_voxel_uniform_centres_hit_the_large_lesion_in_proportion_to_its_size(lesion_pair):
+    label = np.asarray(_sampler(lesion_pair).cases[0].label)
+    big = np.zeros(label.shape, bool)
+    big[:20, :20, :] = True
+    share = (label[big] > 0).sum() / (label > 0).sum()
+    for centre_rule, expected in (("lesion", 0.5), ("voxel", share)):
+        centres = _centres(_sampler(lesion_pair, positive_centre=centre_rule))
+        hit_big = big[tuple(centres.T)].mean()
+        assert hit_big == pytest.approx(expected, abs=0.06), centre_rule
+    assert share > 0.9
+
+
+def test_tc_et_centres_never_fall_on_edema(lesion_pair):
+    label = np.asarray(_sampler(lesion_pair).cases[0].label)
+    wt = label[tuple(_centres(_sampler(lesion_pair, positive_centre="voxel")).T)]
+    core = label[tuple(_centres(_sampler(lesion_pair, positive_centre="voxel", positive_region="tc_et")).T)]
+    assert (wt == 2).mean() > 0.3  # edema is most of the whole tumour
+    assert set(np.unique(core)) <= {1.0, 3.0}
+
+
+def test_detector_negatives_may_hold_tumour_only_when_asked(lesion_pair):
+    def tumour_in_negatives(tumour_free):
+        s = PatchSampler(lesion_pair, ["pair"], subset_channels("t1c"), (8, 8, 8), batch_patients=1,
+                         crops_per_patient=1, pos_fraction=0.0, task="detection", seed=0,
+                         tumour_free_negatives=tumour_free)
+        rng = np.random.default_rng(1)
+        case = s.cases[0]
+        crops = [crop_slices(case.label.shape, s._negative_centre(case, rng), s.patch)[0] for _ in range(200)]
+        return sum(bool(np.any(case.label[c] > 0)) for c in crops)
+
+    assert tumour_in_negatives(True) == 0
+    assert tumour_in_negatives(False) > 10
+
+
+def test_authors_intensity_transforms_are_off_by_default_and_keep_the_mean_when_on():
+    default = AugmentationSettings.from_section(validate_section("training")["augmentation"])
+    default_names = [type(t).__name__ for t in PatchAugmenter(default).transform.transforms]
+    assert not any("AdjustContrast" in n or "FixedMean" in n for n in default_names)
+    only_gamma = AugmentationSettings.from_section(validate_section("training", {"augmentation": {
+        "rotate_prob": 0.0, "scale_prob": 0.0, "noise_prob": 0.0, "smooth_prob": 0.0, "intensity_scale_prob": 0.0,
+        "low_resolution_prob": 0.0, "mirror_prob": 0.0, "gamma_prob": 1.0}})["augmentation"])
+    augmenter = PatchAugmenter(only_gamma)
+    augmenter.reseed(3)
+    image = np.random.default_rng(0).normal(0, 1, (2, 8, 8, 8)).astype(np.float32)
+    out, _ = augmenter(image, np.zeros((1, 8, 8, 8), np.float32))
+    assert not torch.allclose(out, torch.from_numpy(image))
+    assert out.mean().item() == pytest.approx(float(image.mean()), abs=1e-4)  # retain_stats
+
+
+def test_paper_keys_reach_the_settings():
+    section = validate_section("training", {"segmentation": {"dice": "sample", "deep_supervision_normalise": False,
+                                                             "positive_region": "tc_et"},
+                                            "detection": {"target": "label_sum", "negatives": "brain"}})
+    ts = training_settings({"training": section})
+    assert (ts.segmentation.dice, ts.segmentation.deep_supervision_normalise) == ("sample", False)
+    assert ts.segmentation.positive_region == "tc_et"
+    assert (ts.detection.target, ts.detection.negatives) == ("label_sum", "brain")
+    # the defaults keep the project's choices
+    default = training_settings({"training": validate_section("training")})
+    assert (default.segmentation.dice, default.detection.target) == ("batch", "any_tumour")
+
+
+def test_trainer_uses_the_paper_keys(tiny_data, tiny_config, tmp_path):
+    from brainmets.models import forward_outputs
+    from brainmets.training.losses import region_targets
+    from brainmets.training.loop import RunRequest
+    from brainmets.training.trainer import Trainer
+
+    cache, splits = tiny_data
+    tiny_config["training"]["segmentation"].update(dice="sample", deep_supervision_normalise=False,
+                                                   positive_centre="voxel", positive_region="tc_et")
+    tiny_config["training"]["detection"].update(target="label_sum", negatives="brain")
+    run = dict(study="twostage", subset="t1c+t2f", seed=0, cache_dir=cache, splits=splits)
+    segmentor = Trainer(tiny_config, RunRequest(model="segmentor", out_dir=tmp_path / "seg", **run))
+    assert segmentor.sampler.positive_labels == (1, 3) and segmentor.sampler.positive_centre == "voxel"
+    batch = segmentor.sampler.batch(0)
+    with torch.no_grad():
+        main, aux, _ = forward_outputs(segmentor.model, segmentor.runtime.inputs(batch.image))
+    target = region_targets(batch.label)
+    expected = segmentation_loss(main, aux, target, 0.5, normalise=False, dice="sample").item()
+    assert len(aux) == 1  # two heads: weights 1 and 0.5
+    assert segmentor.train_step(batch)[0] == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(segmentation_loss(main, aux, target, 0.5).item(), rel=1e-3)
+
+    detector = Trainer(tiny_config, RunRequest(model="detector", out_dir=tmp_path / "det", **run))
+    assert not detector.sampler.tumour_free_negatives
+    assert (detector.ts.target, detector.sampler.positive_labels) == ("label_sum", (1, 2, 3))
