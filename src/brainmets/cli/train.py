@@ -56,9 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from brainmets.config import load_config
     from brainmets.errors import BrainmetsError
     from brainmets.io import write_text
 
+    # A bad config fails here, before the run directory is touched (and costs nothing to repeat).
+    config = load_config(args.config)
     record = Path(args.out_dir) / FAILURE_RECORD
     if args.attempt > 1 and record.is_file():
         raise BrainmetsError(f"not training again: an earlier job of this chain failed (attempt {args.attempt}; "
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                              f"{record.read_text().strip()}")
     record.unlink(missing_ok=True)
     try:
-        return _train(args)
+        return _train(args, config)
     except Exception as exc:
         # Only errors Python sees: a kill (node failure, out of memory, time limit) leaves no record
         # and the next job of the chain resumes from the checkpoint.
@@ -75,14 +78,12 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, config: dict) -> int:
     from pathlib import Path
 
-    from brainmets.config import load_config
     from brainmets.decision import resolve_subset
     from brainmets.training.loop import RunRequest, train
 
-    config = load_config(args.config)
     subset = resolve_subset(args.subset, args.selection)
     request = RunRequest(
         study=args.study, model=args.model, subset=subset, seed=args.seed, cache_dir=Path(args.cache),
