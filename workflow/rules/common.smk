@@ -107,6 +107,8 @@ DETECTOR = config["twostage"]["detector"]
 SEGMENTOR = config["twostage"]["segmentor"]
 BASELINE_MODELS = config["baselines"]["models"]
 BASELINE_SUBSET = config["baselines"]["subset"]
+#: the weights the prediction rules read (inference.checkpoint); training writes both
+PREDICT_WEIGHTS = {"best": "best.pt", "final": "model.pt"}[config["inference"]["checkpoint"]]
 
 
 wildcard_constraints:
@@ -184,7 +186,8 @@ def get_segmentor_inputs(wildcards):
     """Segmentor inputs: as any training, plus the detector when training on detected crops."""
     inputs = get_train_inputs(wildcards)
     if config["twostage"]["train_on_detected"]:
-        inputs["detector"] = f"{RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/model.pt"
+        # the detector's best weights, as the authors' code does (= its final ones when it did not validate)
+        inputs["detector"] = f"{RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/best.pt"
     return inputs
 
 
@@ -205,7 +208,13 @@ def model_wildcard(wildcards):
 
 def model_settings(wildcards):
     """The config a training job depends on (params: a change here retrains, nothing else does)."""
-    return {"model": config["models"][wildcards.model], "training": config["training"]}
+    return {"model": config["models"][wildcards.model], "training": config["training"],
+            "validation": validation_settings()}
+
+
+def validation_settings():
+    """The inference keys validation during training reads (not `checkpoint`: that choice retrains nothing)."""
+    return {k: config["inference"][k] for k in ("overlap", "blend", "threshold", "detector_threshold")}
 
 
 def twostage_settings(wildcards):
@@ -215,6 +224,7 @@ def twostage_settings(wildcards):
         "segmentor": config["models"][SEGMENTOR],
         "training": config["training"],
         "train_on_detected": config["twostage"]["train_on_detected"],
+        "validation": validation_settings(),
     }
 
 

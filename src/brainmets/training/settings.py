@@ -12,7 +12,7 @@ nothing again. In short:
     iterations 250000, batch_patients 2 x crops_per_patient 5, pos_fraction 2/3,
     positive_centre lesion, deep_supervision_decay 0.5, grad_clip 12,
     SGD (lr 0.01, momentum 0.99, Nesterov, weight decay 3e-5), poly schedule (0.9);
-    detector_threshold 0 and detector_draws 4 for train-on-detected.
+    detector_threshold 0 and detector_draws 1 for train-on-detected.
 ``training.detection`` (the patch classifier of the two-stage model)
     iterations 40400 (400 epochs of 101 steps), 2 x 5 crops, pos_fraction 0.5,
     no clipping, Adam (lr 4e-4), linear warm-up over 1010 steps then cosine.
@@ -20,7 +20,7 @@ nothing again. In short:
     nnU-Net's augmentations and probabilities (rotation, scaling, noise,
     smoothing, intensity scaling, simulated low resolution, mirroring).
 ``training`` (top level)
-    checkpoint_every, val_every, val_crops_per_case, val_max_cases, keep_best,
+    checkpoint_every, val_every, val_max_cases, keep_best,
     log_every, device, threads, channels_last, prefetch.
 
 An ``optimizer``/``schedule`` mapping with the task's default name (or none)
@@ -130,7 +130,6 @@ class TrainingSettings:
     augmentation: AugmentationSettings
     checkpoint_every: int
     val_every: int
-    val_crops_per_case: int
     val_max_cases: int | None
     keep_best: bool
     log_every: int
