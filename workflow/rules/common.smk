@@ -213,7 +213,10 @@ def model_settings(wildcards):
 
 
 def validation_settings():
-    """The inference keys validation during training reads (not `checkpoint`: that choice retrains nothing)."""
+    """The inference keys validation during training reads, when it validates (never `checkpoint`:
+    that choice retrains nothing)."""
+    if not config["training"]["val_every"]:
+        return None
     return {k: config["inference"][k] for k in ("overlap", "blend", "threshold", "detector_threshold")}
 
 
