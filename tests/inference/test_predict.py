@@ -47,6 +47,9 @@ def test_single_pass_writes_original_grid_labels_and_table(tmp_path, cohort, mod
         assert row["flops"] == pytest.approx(row["flops_single_pass"]) and row["flops"] > 0
         assert row["flops"] == pytest.approx(row["gmac_per_window"] * 2e9 * row["windows_total"])
         assert tables[split]["case"].tolist() == table["case"].tolist() == [c for c, s, _, _ in CASES if s == split]
+        # which weights predicted: the file and the training iteration saved with it (no validation score)
+        assert (row["checkpoint"], row["checkpoint_iteration"]) == (model_files["unet"].name, 1)
+        assert pd.isna(row["checkpoint_score"])
 
 
 def _config(tmp_path, **inference):
@@ -78,6 +81,8 @@ def test_two_stage_cli_records_kept_windows_and_flops(tmp_path, cohort, model_fi
     assert row["flops"] == pytest.approx(row["flops_detector"] + row["flops_segmentor"])
     # the reference is the config's modality-study U-Net, run (on paper) with MONAI's sliding window
     assert row["single_pass_model"] == "unet" and row["flops_single_pass"] > 0
+    assert row["detector_checkpoint"] == model_files["detector_accept_all"].name
+    assert row["detector_checkpoint_iteration"] == row["checkpoint_iteration"] == 1
 
 
 def test_two_stage_with_a_rejecting_detector_predicts_background(tmp_path, cohort, model_files):

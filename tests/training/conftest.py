@@ -36,7 +36,6 @@ TINY_CONFIG = {
                       "schedule": {"warmup_iterations": 2}},
         "checkpoint_every": 2,
         "val_every": 3,
-        "val_crops_per_case": 2,
         "log_every": 1,
         "threads": 1,
         "prefetch": 1,

@@ -10,7 +10,7 @@ import yaml
 from brainmets.config import validate_config, validate_model
 from brainmets.decision import resolve_subset
 from brainmets.errors import BrainmetsError
-from brainmets.models import build_model, forward_outputs, load_trained
+from brainmets.models import build_model, forward_outputs, load_trained, save_trained
 from brainmets.training.loop import RunRequest, train
 from brainmets.training.losses import region_targets, segmentation_loss
 from brainmets.training.sampling import PatchSampler
@@ -74,9 +74,38 @@ def test_run_writes_its_files_and_a_rerun_does_nothing(tiny_data, tiny_config, t
     assert size["parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert size["gmac_per_window"] > 0 and size["patch"] == list(info["patch"]) and size["in_channels"] == 2
     assert model(torch.zeros(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    chosen = json.loads((out / "checkpoints.json").read_text())
+    best_info = load_trained(out / "best.pt")[1]
+    assert chosen["best"]["iteration"] == best_info["iteration"] in (3, 6)
+    assert chosen["best"]["score"] == best_info["val_score"] == history["val_score"].max()
+    assert chosen["final"] == {"file": "model.pt", "iteration": 6, "score": history["val_score"].iloc[-1]}
     before = (out / "model.pt").stat().st_mtime_ns
     assert train(tiny_config, request(tiny_data, out), progress=False).status == "exists"
     assert (out / "model.pt").stat().st_mtime_ns == before
+
+
+def test_without_validation_best_is_the_final_weights_and_says_so(tiny_data, tiny_config, tmp_path):
+    tiny_config["training"]["val_every"] = 0
+    out = tmp_path / "run"
+    train(tiny_config, request(tiny_data, out, iterations=2), progress=False)
+    assert_same_weights(weights(out / "best.pt"), weights(out / "model.pt"))
+    chosen = json.loads((out / "checkpoints.json").read_text())
+    assert chosen["best"] == {"file": "best.pt", "iteration": 2, "score": None,
+                              "basis": "final weights: the run did not validate"}
+    assert "val_score" not in pd.read_csv(out / "history.tsv", sep="\t")
+
+
+def test_detector_validation_scores_f1_on_the_validation_windows(tiny_data, tiny_config, tmp_path):
+    out = tmp_path / "det"
+    train(tiny_config, request(tiny_data, out, "detector"), progress=False)
+    history = pd.read_csv(out / "history.tsv", sep="\t").dropna(subset=["val_score"])
+    # 36x36x28 cases in 16^3 windows at overlap 0.5: 4 x 4 x 3 windows each, 2 validation cases
+    assert history["val_windows"].tolist() == [96, 96]
+    assert history["val_score"].between(0, 1).all()
+    precision, recall = history[["val_precision", "val_recall"]].iloc[-1]
+    if precision > 0 and recall > 0:
+        assert history["val_score"].iloc[-1] == pytest.approx(2 * precision * recall / (precision + recall))
+    assert json.loads((out / "checkpoints.json").read_text())["metric"].startswith("F1")
 
 
 @pytest.mark.parametrize("model", ["segmentor", "detector"])
@@ -100,20 +129,51 @@ def test_resume_with_other_settings_is_refused(tiny_data, tiny_config, tmp_path)
         train(tiny_config, request(tiny_data, tmp_path / "run"), progress=False)
 
 
-def test_train_on_detected_patches(tiny_data, tiny_config, tmp_path, caplog):
+def test_train_on_detected_trains_only_on_accepted_crops(tiny_data, tiny_config, tmp_path, caplog):
     det = train(tiny_config, request(tiny_data, tmp_path / "det", "detector"), progress=False)
     assert det.status == "trained"
     caplog.set_level("INFO", logger="brainmets.training")
     out = tmp_path / "seg"
-    tiny_config["training"]["segmentation"]["detector_draws"] = 2
-    result = train(tiny_config, request(tiny_data, out, detector=tmp_path / "det" / "model.pt", iterations=2),
+    result = train(tiny_config, request(tiny_data, out, detector=tmp_path / "det" / "best.pt", iterations=2),
                    progress=False)
     assert result.status == "trained"
     assert yaml.safe_load((out / "config.yaml").read_text())["train_on_detected"] is True
-    assert "train-on-detected: detector accepted" in caplog.text
+    history = pd.read_csv(out / "history.tsv", sep="\t")
+    assert history["detector_seen"].tolist() == [4, 4]  # every crop of the 2 x 2 batch is scored
+    assert history["detector_kept"].between(0, 4).all()
+    assert "train-on-detected: the detector passed" in caplog.text
     with pytest.raises(BrainmetsError, match="same sequences"):
         train(tiny_config, request(tiny_data, tmp_path / "seg2", detector=tmp_path / "det" / "model.pt",
                                    subset="t1c"), progress=False)
+
+
+def rejecting_detector(tiny_config, path):
+    """A real detector model file whose classifier bias is so negative that it accepts no crop."""
+    spec = tiny_config["models"]["detector"]
+    model = build_model("detector", spec, 2, 1)
+    with torch.no_grad():
+        model.class_layers.out.bias.fill_(-1e6)
+    save_trained(path, model, {"model_name": "detector", "spec": spec, "in_channels": 2, "out_channels": 1,
+                               "subset": "t1c+t2f", "task": "detection", "patch": spec["patch"], "iteration": 0, "seed": 0})
+    return path
+
+
+def test_a_detector_that_rejects_everything_gives_zero_loss_steps(tiny_data, tiny_config, tmp_path, caplog):
+    caplog.set_level("INFO", logger="brainmets.training")
+    detector = rejecting_detector(tiny_config, tmp_path / "det" / "model.pt")
+    torch.manual_seed(0)
+    untouched = build_model("segmentor", tiny_config["models"]["segmentor"], 2, 3).state_dict()
+    out = tmp_path / "seg"
+    result = train(tiny_config, request(tiny_data, out, detector=detector, iterations=3), progress=False)
+    assert result.status == "trained"
+    history = pd.read_csv(out / "history.tsv", sep="\t")
+    assert history["loss"].tolist() == [0.0, 0.0, 0.0]
+    assert history["detector_kept"].tolist() == [0, 0, 0] and history["detector_seen"].tolist() == [4, 4, 4]
+    assert history["zero_loss_steps"].tolist() == [1, 1, 1]
+    assert history["lr"].is_monotonic_decreasing and history["lr"].iloc[-1] < 0.01  # the schedule still moves
+    assert_same_weights(untouched, weights(out / "model.pt"))  # no step changed a weight
+    assert "the detector accepted none of the 4 crops: zero loss, no update" in caplog.text
+    assert "the detector passed 0 of 12 crops (0%); 3 steps had none" in caplog.text
 
 
 def test_errors_name_the_problem(tiny_data, tiny_config, tmp_path):

@@ -17,7 +17,7 @@ def test_defaults_are_the_papers():
     assert (seg.batch_patients, seg.crops_per_patient, seg.batch_size) == (2, 5, 10)
     assert seg.pos_fraction == 2 / 3
     assert seg.iterations == 250_000
-    assert (seg.grad_clip, seg.deep_supervision_decay, seg.detector_draws) == (12.0, 0.5, 4)
+    assert (seg.grad_clip, seg.deep_supervision_decay, seg.detector_draws) == (12.0, 0.5, 1)
     assert (det.optimizer.name, det.optimizer.lr, det.optimizer.betas) == ("adam", 4e-4, (0.9, 0.999))
     assert (det.schedule.name, det.schedule.warmup_iterations, det.schedule.warmup_start_lr) == (
         "warmup_cosine", 1010, 1e-6)

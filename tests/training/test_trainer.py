@@ -49,7 +49,7 @@ def test_resume_restores_iteration_history_best_and_weights(tiny_data, tiny_conf
     assert (trainer.iteration, trainer.saved) == (5, 5)
     assert [row["iteration"] for row in trainer.history] == [1, 2, 3, 4, 5]
     assert trainer.history == saved["history"]
-    assert trainer.best == {"score": load_trained(out / "best.pt")[1]["val_score"], "iteration": 3}
+    assert trainer.best == {"score": load_trained(out / "val_best.pt")[1]["val_score"], "iteration": 3}
     assert trainer.window == [] and trainer.seconds == saved["extra"]["seconds"] > 0
     assert_same_weights(trainer.model.state_dict(), saved["model"])
     assert trainer.optimizer.param_groups[0]["lr"] == saved["optimizer"]["param_groups"][0]["lr"] < 0.01
@@ -105,24 +105,24 @@ def test_validate_writes_best_only_when_the_score_improves(tiny_data, tiny_confi
     trainer.model.register_forward_hook(lambda module, args, output: torch.full_like(output, logit["value"]))
 
     nothing = trainer.validate()
-    assert nothing["val_score"] < 1  # the validation patches hold tumour that nothing-predicted misses
+    assert nothing["val_score"] < 1  # the validation cases hold tumour that nothing-predicted misses
     assert trainer.best == {"score": nothing["val_score"], "iteration": 0}
-    first = (out / "best.pt").read_bytes()
+    first = (out / "val_best.pt").read_bytes()
 
     trainer.iteration = 1
     assert trainer.validate() == nothing  # equal is not better
-    assert trainer.best["iteration"] == 0 and (out / "best.pt").read_bytes() == first
+    assert trainer.best["iteration"] == 0 and (out / "val_best.pt").read_bytes() == first
 
     trainer.iteration, logit["value"] = 2, 10.0
     everything = trainer.validate()
     assert everything["val_score"] > nothing["val_score"]
     assert trainer.best == {"score": everything["val_score"], "iteration": 2}
-    info = load_trained(out / "best.pt")[1]
+    info = load_trained(out / "val_best.pt")[1]
     assert (info["iteration"], info["val_score"]) == (2, everything["val_score"])
 
     trainer.iteration, logit["value"] = 3, -10.0
     trainer.validate()
-    assert trainer.best["iteration"] == 2 and load_trained(out / "best.pt")[1]["iteration"] == 2
+    assert trainer.best["iteration"] == 2 and load_trained(out / "val_best.pt")[1]["iteration"] == 2
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGINT])

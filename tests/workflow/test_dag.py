@@ -120,7 +120,31 @@ def test_reduced_study_and_override(snakemake, tmp_path):
     assert "twostage/segmentor/selected/seed5/model.pt" in run.output
     segmentor = run.output.split("rule train_segmentor:")[1].split("\n\n")[0]
     assert "selection/modality.json" in segmentor
-    assert "twostage/detector/selected/seed5/model.pt" in segmentor  # train_on_detected
+    assert "twostage/detector/selected/seed5/best.pt" in segmentor  # train_on_detected: the detector's best
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_segmentor_waits_for_the_detector_only_when_it_trains_on_detected_crops(snakemake, tmp_path, on):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"twostage": {"subsets": ["all"], "train_on_detected": on},
+                                        "seeds": [0], "tracking": {"enabled": False}}))
+    run = snakemake("-n", "--configfile", str(override), "--forceall")
+    assert run.returncode == 0, run.output
+    inputs = run.output.split("rule train_segmentor:")[1].split("input: ")[1].split("\n")[0]
+    assert ("twostage/detector/t1c+t1n+t2f+t2w/seed0/best.pt" in inputs) is on
+
+
+@pytest.mark.parametrize(("choice", "weights"), [("best", "best.pt"), ("final", "model.pt")])
+def test_prediction_reads_the_chosen_checkpoint(snakemake, tmp_path, choice, weights):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"inference": {"checkpoint": choice}, "seeds": [0],
+                                        "tracking": {"enabled": False}}))
+    run = snakemake("-n", "--configfile", str(override), "--forceall")
+    assert run.returncode == 0, run.output
+    for rule in ("predict", "predict_twostage"):
+        block = run.output.split(f"rule {rule}:")[1].split("\n\n")[0]
+        inputs = block.split("input: ")[1].split("\n")[0]
+        assert f"seed0/{weights}" in inputs and f"seed0/{({'best.pt', 'model.pt'} - {weights}).pop()}" not in inputs
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,19 @@ def test_reduced_study_runs_end_to_end(snakemake):
     assert jobs["select_subset"] == 1 and jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1
     assert "synthesise" not in jobs and "preprocess" not in jobs
 
+    # choosing the final instead of the best weights re-predicts (model.pt is an input now), never
+    # retrains: training wrote both files (here without validation, best.pt = the final weights)
+    for run_dir in RUNS[:2]:
+        assert json.loads((results / run_dir / "checkpoints.json").read_text())["best"]["basis"].startswith("final")
+    assert pd.read_csv(results / RUNS[0] / "inference" / "val.tsv", sep="\t")["checkpoint"].eq("best.pt").all()
+    final = snakemake.workdir / "final.yaml"
+    final.write_text("inference: {checkpoint: final}\n")
+    chosen = snakemake("--configfile", str(REDUCED), str(final), "-n", "--quiet", "rules")
+    assert chosen.returncode == 0, chosen.output
+    jobs = chosen.job_counts()
+    assert jobs["predict"] == 3 and jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10
+    assert "train_modality" not in jobs and "train_baseline" not in jobs, jobs
+
 
 def _failure_report(run, results: Path) -> str:
     """Snakemake's output plus the tail of every job log that mentions an error."""

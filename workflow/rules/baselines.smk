@@ -5,7 +5,8 @@
 
 use rule train_modality as train_baseline with:
     output:
-        f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/model.pt",
+        model=f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/model.pt",
+        best=f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/best.pt",
     params:
         study="baselines",
     log:

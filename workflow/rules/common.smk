@@ -117,6 +117,8 @@ SEGMENTOR = config["twostage"]["segmentor"]
 # the modality study's model, when listed, is its run reused (Table 2's 3D-UNET row)
 BASELINE_MODELS = trained_baselines(config)
 BASELINE_SUBSET = config["baselines"]["subset"]
+#: the weights the prediction rules read (inference.checkpoint); training writes both
+PREDICT_WEIGHTS = {"best": "best.pt", "final": "model.pt"}[config["inference"]["checkpoint"]]
 
 
 wildcard_constraints:
@@ -194,7 +196,8 @@ def get_segmentor_inputs(wildcards):
     """Segmentor inputs: as any training, plus the detector when training on detected crops."""
     inputs = get_train_inputs(wildcards)
     if config["twostage"]["train_on_detected"]:
-        inputs["detector"] = f"{RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/model.pt"
+        # the detector's best weights, as the authors' code does (= its final ones when it did not validate)
+        inputs["detector"] = f"{RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/best.pt"
     return inputs
 
 
@@ -215,7 +218,16 @@ def model_wildcard(wildcards):
 
 def model_settings(wildcards):
     """The config a training job depends on (params: a change here retrains, nothing else does)."""
-    return {"model": config["models"][wildcards.model], "training": config["training"]}
+    return {"model": config["models"][wildcards.model], "training": config["training"],
+            "validation": validation_settings()}
+
+
+def validation_settings():
+    """The inference keys validation during training reads, when it validates (never `checkpoint`:
+    that choice retrains nothing)."""
+    if not config["training"]["val_every"]:
+        return None
+    return {k: config["inference"][k] for k in ("overlap", "blend", "threshold", "detector_threshold")}
 
 
 def twostage_settings(wildcards):
@@ -225,6 +237,7 @@ def twostage_settings(wildcards):
         "segmentor": config["models"][SEGMENTOR],
         "training": config["training"],
         "train_on_detected": config["twostage"]["train_on_detected"],
+        "validation": validation_settings(),
     }
 
 

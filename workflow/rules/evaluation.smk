@@ -7,9 +7,13 @@
 
 
 rule predict:
-    """Predict val and test with one model (predict_twostage: the segmentor only on windows the detector keeps)."""
+    """Predict val and test with one model (predict_twostage: the segmentor only on windows the detector keeps).
+
+    Reads the weights inference.checkpoint names (best.pt or model.pt, both written by training), so
+    changing that choice re-runs prediction and what follows, never training.
+    """
     input:
-        model=f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/model.pt",
+        model=f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
         cache=CACHE_DONE,
         splits=SPLITS_TSV,
     output:
@@ -46,8 +50,8 @@ rule predict:
 
 use rule predict as predict_twostage with:
     input:
-        model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/model.pt",
-        detector=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/model.pt",
+        model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
+        detector=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
         cache=CACHE_DONE,
         splits=SPLITS_TSV,
     output:

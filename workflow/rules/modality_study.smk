@@ -6,14 +6,17 @@
 rule train_modality:
     """Train one network on one subset and seed (resumes from checkpoint.pt).
 
-    Here the study's U-Net per modality subset; the other training rules
+    Writes model.pt (final weights) and best.pt (best validation score, or the
+    final weights without validation); the prediction rules read the one
+    inference.checkpoint names. Here the study's U-Net per modality subset; the other training rules
     (two-stage detector and segmentor, baselines) are this rule with their own
     outputs and params (`use rule train_modality as ...`).
     """
     input:
         unpack(get_train_inputs),
     output:
-        f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/model.pt",
+        model=f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/model.pt",
+        best=f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/best.pt",
     params:
         config=resolved_config,
         cache=cache_dir,

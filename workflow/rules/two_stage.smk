@@ -9,7 +9,8 @@
 
 use rule train_modality as train_detector with:
     output:
-        f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/model.pt",
+        model=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/model.pt",
+        best=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/best.pt",
     params:
         study="twostage",
         model=DETECTOR,
@@ -20,12 +21,14 @@ use rule train_modality as train_detector with:
         f"{BENCHMARKS}/twostage/detector/{{subset}}/seed{{seed}}/train.tsv"
 
 
-# On the detector's crops when twostage.train_on_detected: the detector is then an input.
+# On the crops the detector's best.pt accepts when twostage.train_on_detected: only then is
+# the detector an input (get_segmentor_inputs), so only then does it train first.
 use rule train_modality as train_segmentor with:
     input:
         unpack(get_segmentor_inputs),
     output:
-        f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/model.pt",
+        model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/model.pt",
+        best=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/best.pt",
     params:
         study="twostage",
         model=SEGMENTOR,

@@ -14,7 +14,8 @@ For every case of every requested split:
    uint8, with the original affine and header codes.
 
 ``<out_dir>/inference/<split>.tsv`` gets one row a case (see
-:data:`TABLE_COLUMNS`); it is written once the split is complete.
+:data:`TABLE_COLUMNS`, which include the checkpoint predicted with: its file,
+training iteration and validation score); it is written once the split is complete.
 
 Re-running rewrites every prediction of the requested splits (no skipping):
 the predictions and the table then always come from the same models and
@@ -53,11 +54,19 @@ log = logging.getLogger(__name__)
 TABLE_COLUMNS = (
     "case", "seconds", "windows_total", "windows_kept", "fraction_kept", "flops", "flops_single_pass",
     "mode", "single_pass_model", "gmac_per_window", "seconds_total",
+    "checkpoint", "checkpoint_iteration", "checkpoint_score",
 )
 TWO_STAGE_COLUMNS = (
     "single_pass_windows", "flops_detector", "flops_segmentor", "flops_segmentor_all_windows",
     "detector_logit_max", "voxels_covered_fraction",
+    "detector_checkpoint", "detector_checkpoint_iteration", "detector_checkpoint_score",
 )
+
+
+def checkpoint_columns(path: str | Path, info: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Which weights predicted: the file's name, the training iteration and validation score it holds."""
+    return {f"{prefix}checkpoint": Path(path).name, f"{prefix}checkpoint_iteration": info.get("iteration"),
+            f"{prefix}checkpoint_score": info.get("val_score")}
 
 
 def prediction_path(out_dir: str | Path, split: str, case: str) -> Path:
@@ -138,6 +147,9 @@ def predict_splits(
     segmentor = load_network(model_path, runtime, task="segmentation")
     detector = load_network(detector_path, runtime, task="detection") if detector_path else None
     reference = reference_from_config(config, len(segmentor.channels)) if detector else None
+    selected = checkpoint_columns(model_path, segmentor.info)
+    if detector is not None:
+        selected |= checkpoint_columns(detector_path, detector.info, prefix="detector_")
     log.info(
         "predicting %s on %s (%s)", ", ".join(f"{s}: {len(c)} cases" for s, c in cases_by_split.items()),
         runtime.device, "two-stage" if detector else "single-pass",
@@ -150,7 +162,7 @@ def predict_splits(
                 predict_case(
                     case, cache_dir, prediction_path(out_dir, split, case), segmentor, settings, runtime,
                     detector=detector, reference=reference,
-                )
+                ) | selected
             )
         columns = list(TABLE_COLUMNS) + (list(TWO_STAGE_COLUMNS) if detector else [])
         table = pd.DataFrame(rows).reindex(columns=columns)

@@ -70,6 +70,8 @@ class InferenceSettings:
     device: str
     #: channels_last_3d for convolutional networks: auto (CUDA only), true, false
     channels_last: str | bool
+    #: which weights the workflow predicts with: best (best.pt) or final (model.pt)
+    checkpoint: str
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> "InferenceSettings":

@@ -5,9 +5,11 @@ and calls it); the loop itself is :class:`brainmets.training.trainer.Trainer`.
 A run lives in its own directory::
 
     config.yaml    resolved settings of this run (written first)
-    history.tsv    iteration, loss, lr, seconds, val_* (rewritten at every checkpoint)
+    history.tsv    iteration, loss, lr, seconds, val_*, detector_* (rewritten at every checkpoint)
     checkpoint.pt  resumable state, every ``checkpoint_every`` steps, at the end and on a stop signal
-    best.pt        best-by-validation weights (``keep_best``)
+    val_best.pt    best-by-validation weights so far (``keep_best``)
+    best.pt        at the end: those weights, or the final ones when the run did not validate
+    checkpoints.json  iteration and validation score of model.pt and best.pt
     model.pt       final weights, written LAST: its presence means the run is complete
 
 Calling :func:`train` again on the same directory resumes from
@@ -32,11 +34,12 @@ tests/training/test_kill_resume.py), whether the first job was stopped by a
 signal or killed outright.
 
 Segmentation training may be restricted to patches a trained detector
-accepts (``detector=``, the paper's train-on-detected option): each batch
-slot draws ``detector_draws`` candidate crops, the detector scores them in one
-batch, and the slot takes its first candidate whose logit exceeds
-``detector_threshold`` (else the highest-scored one), so the extra work is
-bounded by ``detector_draws x batch`` detector patches a step.
+accepts (``detector=``, the paper's train-on-detected option): the detector
+scores every crop of the batch and only crops whose logit exceeds
+``detector_threshold`` are trained on; a step where none passes has zero loss
+and changes no weight (the schedule still advances), as in the authors' code.
+``detector_draws`` > 1 offers each batch slot that many candidates instead
+(the first accepted one is kept). history.tsv counts the crops scored and kept.
 """
 
 from __future__ import annotations

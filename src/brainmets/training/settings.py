@@ -13,7 +13,7 @@ nothing again. In short:
     positive_centre lesion, positive_region wt, deep_supervision_decay 0.5
     (normalised), dice batch, grad_clip 12,
     SGD (lr 0.01, momentum 0.99, Nesterov, weight decay 3e-5), poly schedule (0.9);
-    detector_threshold 0 and detector_draws 4 for train-on-detected.
+    detector_threshold 0 and detector_draws 1 for train-on-detected.
 ``training.detection`` (the patch classifier of the two-stage model)
     iterations 40400 (400 epochs of 101 steps), 2 x 5 crops, pos_fraction 0.5,
     target any_tumour, negatives tumour_free, no clipping, Adam (lr 4e-4),
@@ -23,7 +23,7 @@ nothing again. In short:
     smoothing, intensity scaling, simulated low resolution, mirroring); the
     authors' extra gamma and fixed-mean contrast transforms are off by default.
 ``training`` (top level)
-    checkpoint_every, val_every, val_crops_per_case, val_max_cases, keep_best,
+    checkpoint_every, val_every, val_max_cases, keep_best,
     log_every, device, threads, channels_last, prefetch.
 
 An ``optimizer``/``schedule`` mapping with the task's default name (or none)
@@ -144,7 +144,6 @@ class TrainingSettings:
     augmentation: AugmentationSettings
     checkpoint_every: int
     val_every: int
-    val_crops_per_case: int
     val_max_cases: int | None
     keep_best: bool
     log_every: int

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,7 +27,8 @@ import torch.nn.functional as F
 from brainmets.constants import TRAIN_REGIONS, subset_channels
 from brainmets.decision import resolve_subset
 from brainmets.errors import BrainmetsError
-from brainmets.io import read_table, write_json, write_table, write_text
+from brainmets.inference.engine import InferenceSettings
+from brainmets.io import atomic_path, read_table, write_json, write_table, write_text
 from brainmets.models import (
     build_model,
     count_parameters,
@@ -46,6 +48,7 @@ from brainmets.training.loop import RunRequest, TrainResult
 from brainmets.training.losses import detection_loss, detection_targets, region_targets, segmentation_loss
 from brainmets.training.sampling import Batch, BatchPrefetcher, PatchSampler, step_seed
 from brainmets.training.schedules import build_optimizer, build_scheduler
+from brainmets.training.validation import VolumeValidator, as_network
 from brainmets.training.settings import (
     TaskSettings,
     TrainingSettings,
@@ -58,6 +61,10 @@ from brainmets.training.settings import (
 logger = logging.getLogger(__name__)
 
 _TORCH_STREAM = 3  # stream of step_seed() for the torch RNG (dropout)
+_VAL_BEST = "val_best.pt"  # best validated weights while training (see Trainer.validate)
+#: what val_score is, per task (brainmets.training.validation)
+_SCORE = {"segmentation": "mean Dice of WT, TC, ET on the whole validation cases",
+          "detection": "F1 of the detector on the windows of the validation cases"}
 #: Convolutional networks that break on channels_last_3d input (SegResNetVAE's VAE head calls
 #: ``.view`` on its feature map), so ``channels_last: auto`` keeps them in NCDHW.
 _NOT_CHANNELS_LAST = frozenset({"segresnetvae"})
@@ -70,9 +77,11 @@ class Trainer:
 
     ``iteration``  optimiser steps done (:meth:`resume`, :meth:`train_step`)
     ``history``    rows of history.tsv so far (:meth:`resume`, :meth:`record`)
-    ``best``       ``{"score", "iteration"}`` of best.pt, or None (:meth:`resume`, :meth:`validate`)
+    ``best``       ``{"score", "iteration"}`` of the best validated weights, or None (:meth:`resume`, :meth:`validate`)
     ``window``     losses of the steps since the last history row (:meth:`resume`, :meth:`train_step`,
                    :meth:`record`)
+    ``kept``       (crops trained on, crops the detector scored) of those steps, train-on-detected only
+                   (same methods)
     ``seconds``    time spent in steps, over all jobs of the run (:meth:`resume`, :meth:`train_step`)
     ``saved``      iteration of the checkpoint.pt on disk, or None (:meth:`resume`, :meth:`checkpoint`)
     ``tracker``    the run's MLflow mirror; off until :meth:`run` opens it
@@ -117,8 +126,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: the fastest kernels are found once
 
         used = {"train": cases["train"], "val": val_cases}
+        inference = InferenceSettings.from_config(config)
+        validation = ({k: getattr(inference, k) for k in ("overlap", "blend", "threshold", "detector_threshold")}
+                      if settings.val_every and val_cases else None)
         self.resolved = _resolved_config(request, self.task, settings, ts, self.spec, self.patch, self.in_channels,
-                                         self.out_channels, used, str(self.runtime.device), threads)
+                                         self.out_channels, used, str(self.runtime.device), threads, validation)
         self.fingerprint = _fingerprint(self.resolved, used)
         write_text(self.out_dir / "config.yaml", _yaml(self.resolved))  # creates out_dir (a clear error when it cannot)
 
@@ -134,30 +146,28 @@ class Trainer:
                                     pos_fraction=ts.pos_fraction, task=self.task, seed=request.seed,
                                     positive_centre=ts.positive_centre, positive_region=ts.positive_region,
                                     tumour_free_negatives=ts.negatives != "brain", augmenter=augmenter)
-        self.validator: _Validator | None = None
-        if settings.val_every and val_cases:
-            val_sampler = PatchSampler(request.cache_dir, val_cases, channels, self.patch, batch_patients=1,
-                                       crops_per_patient=1, pos_fraction=ts.pos_fraction, task=self.task,
-                                       seed=request.seed, positive_centre=ts.positive_centre,
-                                       positive_region=ts.positive_region,
-                                       tumour_free_negatives=ts.negatives != "brain")
-            self.validator = _Validator(val_sampler.fixed_patches(settings.val_crops_per_case), self.task,
-                                        ts.batch_size, self.runtime)
-        elif settings.val_every:
-            logger.warning("splits table %s has no 'val' cases: no validation, best.pt is not written",
-                           request.splits)
         self.detected: _DetectedFilter | None = None
         self.draws = 1
+        detector_network = None
         if request.detector is not None:
             detector, det_info = _load_detector(Path(request.detector), self.subset, self.runtime.device)
             self.detected = _DetectedFilter(detector, det_info, ts.detector_threshold, ts.detector_draws,
                                             self.runtime)
             self.draws = ts.detector_draws
-
+            detector_network = as_network(detector, det_info, channels, det_info["patch"], self.runtime)
+        self.validator: VolumeValidator | None = None
+        if validation is not None:
+            self.validator = VolumeValidator(request.cache_dir, val_cases, self.task, channels, self.patch,
+                                             inference, self.runtime, detector=detector_network,
+                                             target_rule=ts.target if self.task == "detection" else "any_tumour")
+        elif settings.val_every:
+            logger.warning("splits table %s has no 'val' cases: no validation, best.pt = the final weights",
+                           request.splits)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.window: list[float] = []
+        self.kept: list[tuple[int, int]] = []
         self.seconds = 0.0
         self.saved: int | None = None
         self.tracker = RunTracker()
@@ -220,34 +230,48 @@ class Trainer:
         self.iteration = self.saved = int(payload["iteration"])
         self.history, self.best = list(payload["history"]), payload["best"]
         self.window = list(payload["extra"].get("window", []))
+        self.kept = [tuple(k) for k in payload["extra"].get("kept", [])]
         self.seconds = float(payload["extra"].get("seconds", 0.0))
         self._write_history()
         logger.info("resuming %s from iteration %d of %d", self.checkpoint_path, self.iteration, self.total)
         return True
 
     def train_step(self, batch: Batch) -> tuple[float, float]:
-        """One optimiser step on the batch of step :attr:`iteration`; returns (loss, learning rate used)."""
+        """One step on the batch of step :attr:`iteration`; returns (loss, learning rate used).
+
+        Training on detected crops, only the crops the detector accepts are
+        trained on. A step where it accepts none has loss 0 and no gradient, as
+        in the authors' code (a constant zero loss): the optimiser step leaves
+        weights, momentum and Adam moments untouched (every gradient is None),
+        while the step still counts toward the budget and the schedule.
+        """
         began = time.perf_counter()
         if self.detected is not None:
             batch = self.detected(batch)
+            self.kept.append((len(batch.image), self.detected.last_seen))
         lr = self.optimizer.param_groups[0]["lr"]
         torch.manual_seed(step_seed(self.request.seed, batch.iteration, _TORCH_STREAM))
-        x = self.runtime.inputs(batch.image)
-        label = batch.label.to(self.runtime.device, non_blocking=True)
-        with self.runtime.autocast():
-            main, aux, extra_loss = forward_outputs(self.model, x)
-        if self.task == "segmentation":
-            loss = segmentation_loss(main, aux, region_targets(label), self.ts.deep_supervision_decay, extra_loss,
-                                     normalise=self.ts.deep_supervision_normalise, dice=self.ts.dice)
-        else:
-            loss = detection_loss(main, detection_targets(label, self.ts.target), extra_loss)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.ts.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ts.grad_clip)
+        if len(batch.image):
+            x = self.runtime.inputs(batch.image)
+            label = batch.label.to(self.runtime.device, non_blocking=True)
+            with self.runtime.autocast():
+                main, aux, extra_loss = forward_outputs(self.model, x)
+            if self.task == "segmentation":
+                loss = segmentation_loss(main, aux, region_targets(label), self.ts.deep_supervision_decay,
+                                         extra_loss, normalise=self.ts.deep_supervision_normalise, dice=self.ts.dice)
+            else:
+                loss = detection_loss(main, detection_targets(label, self.ts.target), extra_loss)
+            loss.backward()
+            if self.ts.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ts.grad_clip)
+            value = float(loss.detach())
+        else:
+            value = 0.0
+            logger.info("iteration %d: the detector accepted none of the %d crops: zero loss, no update",
+                        batch.iteration + 1, self.detected.last_seen)
         self.optimizer.step()
         self.scheduler.step()
-        value = float(loss.detach())
         if not math.isfinite(value):
             raise BrainmetsError(
                 f"training diverged at iteration {batch.iteration + 1}: loss is {value}; lower the learning "
@@ -259,14 +283,22 @@ class Trainer:
         return value, lr
 
     def record(self, lr: float) -> dict[str, Any] | None:
-        """Append a history row (mean loss of the window; validation scores) when one is due; returns it."""
+        """Append a history row (mean loss of the window; validation scores) when one is due; returns it.
+
+        Training on detected crops, the row also says how many crops the
+        detector scored (``detector_seen``) and passed (``detector_kept``) over
+        the window, and in how many steps it passed none (``zero_loss_steps``).
+        """
         done, settings = self.iteration, self.settings
         validate = self.validator is not None and (done % settings.val_every == 0 or done == self.total)
         if not (validate or done % settings.log_every == 0 or done == self.total):
             return None
         row: dict[str, Any] = {"iteration": done, "loss": sum(self.window) / len(self.window), "lr": lr,
                                "seconds": round(self.seconds, 3)}
-        self.window = []
+        if self.detected is not None:
+            row.update(detector_kept=sum(k for k, _ in self.kept), detector_seen=sum(n for _, n in self.kept),
+                       zero_loss_steps=sum(k == 0 for k, _ in self.kept))
+        self.window, self.kept = [], []
         if validate:
             row.update(self.validate())
         self.history.append(row)
@@ -274,11 +306,16 @@ class Trainer:
         return row
 
     def validate(self) -> dict[str, float]:
-        """Scores on the validation patches; writes best.pt when ``val_score`` beats :attr:`best` (``keep_best``)."""
-        scores = self.validator(self.model)
+        """Scores on the whole validation cases; keeps the weights when ``val_score`` beats :attr:`best`.
+
+        The best weights so far are held in ``val_best.pt``, which no workflow
+        rule declares (a failed or stopped job's outputs are deleted; this file
+        must survive to the resumed job); :meth:`finish` copies it to best.pt.
+        """
+        scores = self.validator(self.model, self._model_info(self.iteration))
         if self.settings.keep_best and (self.best is None or scores["val_score"] > self.best["score"]):
             self.best = {"score": scores["val_score"], "iteration": self.iteration}
-            save_trained(self.out_dir / "best.pt", self.model,
+            save_trained(self.out_dir / _VAL_BEST, self.model,
                          self._model_info(self.iteration, val_score=scores["val_score"]))
         return scores
 
@@ -286,7 +323,7 @@ class Trainer:
         """Write checkpoint.pt (atomically), then history.tsv up to the same iteration; flush MLflow."""
         save_checkpoint(self.checkpoint_path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                         iteration=self.iteration, history=self.history, best=self.best,
-                        fingerprint=self.fingerprint, extra={"window": self.window, "seconds": self.seconds})
+                        fingerprint=self.fingerprint, extra={"window": self.window, "kept": self.kept, "seconds": self.seconds})
         self.saved = self.iteration
         self._write_history()
         self.tracker.flush()
@@ -305,15 +342,38 @@ class Trainer:
         return TrainResult("stopped", self.out_dir, self.iteration, start, wait_fraction, self.best, signal)
 
     def finish(self, start: int, wait_fraction: float) -> TrainResult:
-        """Write model_info.json and, last, model.pt (its presence marks the run complete); close MLflow."""
+        """Write model_info.json, best.pt, checkpoints.json and, last, model.pt (its presence marks the run complete).
+
+        best.pt is the best validated weights, or the final ones when the run
+        did not validate (``val_every: 0``, no val cases, ``keep_best: false``);
+        checkpoints.json says which iteration and score each file holds.
+        """
         if self.detected is not None and self.detected.seen:
-            logger.info("train-on-detected: detector accepted a candidate for %.0f%% of batch slots",
-                        100.0 * self.detected.accepted / self.detected.seen)
+            logger.info("train-on-detected: the detector passed %d of %d crops (%.0f%%); %d steps had none",
+                        self.detected.accepted, self.detected.seen,
+                        100.0 * self.detected.accepted / self.detected.seen, self.detected.empty_steps)
         logger.info("data wait: %.1f%% of the loop time", 100 * wait_fraction if wait_fraction == wait_fraction else 0)
         self.tracker.log_artifacts([self.out_dir / "config.yaml", self.out_dir / "history.tsv"])
         write_model_info(self.out_dir / "model_info.json", self.spec, self.in_channels, self.out_channels,
                          self.patch, self.request.model)
-        save_trained(self.out_dir / "model.pt", self.model, self._model_info(self.total))
+        last = self.history[-1] if self.history and self.history[-1]["iteration"] == self.total else {}
+        final = {"file": "model.pt", "iteration": self.total, "score": last.get("val_score")}
+        if self.best is not None:
+            kept = self.out_dir / _VAL_BEST
+            if not kept.is_file():
+                raise BrainmetsError(f"{kept} (best validated weights, iteration {self.best['iteration']}) is "
+                                     "missing; delete checkpoint.pt to train the run afresh")
+            with atomic_path(self.out_dir / "best.pt") as tmp:
+                shutil.copyfile(kept, tmp)
+            best = {"file": "best.pt", "iteration": self.best["iteration"], "score": self.best["score"],
+                    "basis": "best validation score"}
+        else:
+            save_trained(self.out_dir / "best.pt", self.model,
+                         self._model_info(self.total, selected_by="final (not validated)"))
+            best = dict(final, file="best.pt", basis="final weights: the run did not validate")
+        write_json(self.out_dir / "checkpoints.json", {
+            "metric": _SCORE[self.task], "val_every": self.settings.val_every, "final": final, "best": best})
+        save_trained(self.out_dir / "model.pt", self.model, self._model_info(self.total, val_score=final["score"]))
         self.tracker.finish("FINISHED")
         return TrainResult("trained", self.out_dir, self.total, start, wait_fraction, self.best)
 
@@ -355,7 +415,8 @@ def _fingerprint(resolved: Mapping[str, Any], cases: Mapping[str, Sequence[str]]
 
 def _resolved_config(request: RunRequest, task: str, settings: TrainingSettings, task_settings: TaskSettings,
                      spec: Mapping[str, Any], patch: Sequence[int], in_channels: int, out_channels: int,
-                     cases: Mapping[str, Sequence[str]], device: str, threads: int | None) -> dict[str, Any]:
+                     cases: Mapping[str, Sequence[str]], device: str, threads: int | None,
+                     validation: Mapping[str, Any] | None) -> dict[str, Any]:
     top = settings.to_dict()
     for name in ("segmentation", "detection"):  # record only the fields the chosen optimiser/schedule use
         opt, sch = top[name]["optimizer"], top[name]["schedule"]
@@ -384,6 +445,7 @@ def _resolved_config(request: RunRequest, task: str, settings: TrainingSettings,
             **{k: v for k, v in top.items()
                if k not in ("segmentation", "detection", "augmentation", "device", "threads", "prefetch")},
         },
+        "validation": dict(validation) if validation else None,  # the inference keys validation reads
         "train_on_detected": request.detector is not None,
         "detector": str(request.detector) if request.detector else None,
         "data": {"cache": str(Path(request.cache_dir).resolve()), "splits": str(Path(request.splits).resolve()),
@@ -396,60 +458,6 @@ def _yaml(obj: Any) -> str:
     import yaml
 
     return yaml.safe_dump(json.loads(json.dumps(obj, default=str)), sort_keys=False)
-
-
-class _Validator:
-    """Scores the model on fixed, un-augmented validation patches (cheap, comparable across steps).
-
-    Segmentation: Dice of each region over all patches together (thresholded
-    sigmoid at 0.5), ``val_score`` = their mean. Detection: BCE, sensitivity,
-    specificity at logit 0, ``val_score`` = balanced accuracy.
-    """
-
-    def __init__(self, patches: Batch, task: str, batch_size: int, runtime: Runtime):
-        self.patches = patches
-        self.task = task
-        self.batch_size = batch_size
-        self.runtime = runtime
-
-    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        tp = torch.zeros(len(TRAIN_REGIONS)); pred_sum = torch.zeros_like(tp); true_sum = torch.zeros_like(tp)
-        det = {"tp": 0, "fp": 0, "tn": 0, "fn": 0, "bce": 0.0}
-        with torch.no_grad():
-            for i in range(0, len(self.patches.image), self.batch_size):
-                x = self.runtime.inputs(self.patches.image[i:i + self.batch_size])
-                label = self.patches.label[i:i + self.batch_size].to(self.runtime.device)
-                with self.runtime.autocast():
-                    logits, _, _ = forward_outputs(model, x)
-                logits = logits.float()
-                if self.task == "segmentation":
-                    target = region_targets(label).bool()
-                    pred = logits > 0
-                    dims = [0, 2, 3, 4]
-                    tp += (pred & target).sum(dims).cpu()
-                    pred_sum += pred.sum(dims).cpu()
-                    true_sum += target.sum(dims).cpu()
-                else:
-                    target = detection_targets(label)
-                    logits = logits.reshape(target.shape)
-                    det["bce"] += float(F.binary_cross_entropy_with_logits(logits, target, reduction="sum"))
-                    pred, truth = logits > 0, target > 0.5
-                    det["tp"] += int((pred & truth).sum()); det["fp"] += int((pred & ~truth).sum())
-                    det["tn"] += int((~pred & ~truth).sum()); det["fn"] += int((~pred & truth).sum())
-        model.train(was_training)
-        if self.task == "segmentation":
-            # A region absent from every patch and never predicted is a perfect 1, as in BraTS scoring.
-            dice = torch.where(pred_sum + true_sum > 0, 2 * tp / (pred_sum + true_sum).clamp(min=1), torch.ones_like(tp))
-            scores = {f"val_dice_{r}": float(d) for r, d in zip(TRAIN_REGIONS, dice)}
-            scores["val_score"] = float(dice.mean())
-            return scores
-        sens = det["tp"] / (det["tp"] + det["fn"]) if det["tp"] + det["fn"] else float("nan")
-        spec = det["tn"] / (det["tn"] + det["fp"]) if det["tn"] + det["fp"] else float("nan")
-        n = len(self.patches.image)
-        balanced = float(sum(v for v in (sens, spec) if not math.isnan(v)) / max(1, sum(not math.isnan(v) for v in (sens, spec))))
-        return {"val_bce": det["bce"] / n, "val_sensitivity": sens, "val_specificity": spec, "val_score": balanced}
 
 
 def _centre_fit(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
@@ -467,7 +475,14 @@ def _centre_fit(x: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
 
 
 class _DetectedFilter:
-    """Keeps, per batch slot, the first candidate crop the detector accepts (else its best-scored one)."""
+    """Keeps the crops the trained detector accepts (logit > threshold), as the authors' code trains.
+
+    With ``draws`` = 1 (the authors' code) every crop of the batch is scored
+    and only the accepted ones are kept, so a batch may shrink, or be empty.
+    With ``draws`` > 1 each batch slot offers that many candidate crops and
+    keeps the first accepted one (a slot none of whose candidates is accepted
+    is dropped): fuller batches for the price of more detector windows.
+    """
 
     def __init__(self, detector: torch.nn.Module, info: Mapping[str, Any], threshold: float, draws: int,
                  runtime: Runtime):
@@ -478,18 +493,22 @@ class _DetectedFilter:
         self.runtime = runtime
         self.accepted = 0
         self.seen = 0
+        self.empty_steps = 0
+        self.last_seen = 0
 
     def __call__(self, batch: Batch) -> Batch:
         x = self.runtime.inputs(_centre_fit(batch.image, self.patch))
         with torch.no_grad(), self.runtime.autocast():
             logits = forward_outputs(self.detector, x)[0].float().reshape(-1, self.draws).cpu()
         accepted = logits > self.threshold
-        first = torch.where(accepted.any(1), accepted.float().argmax(1), logits.argmax(1))
-        rows = torch.arange(len(first)) * self.draws + first
-        self.accepted += int(accepted.any(1).sum())
-        self.seen += len(first)
+        slots = torch.nonzero(accepted.any(1)).flatten()
+        rows = slots * self.draws + accepted[slots].float().argmax(1)
+        self.last_seen = len(batch.image)
+        self.accepted += len(rows)
+        self.seen += self.last_seen
+        self.empty_steps += int(len(rows) == 0)
         return dataclasses.replace(batch, image=batch.image[rows], label=batch.label[rows],
-                                  positive=batch.positive[rows])
+                                   positive=batch.positive[rows])
 
 
 def _load_detector(path: Path, subset: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
