@@ -264,7 +264,7 @@ def test_split_file_naming_unknown_cases_keeps_the_earlier_split(trained, tmp_pa
 
     proc = run_cli("split", "--cases", trained.cases, "--out", out, "--split-file", split_file)
 
-    assert_user_error(proc, "split", str(split_file), "1 case(s) not in the case table: BraTS-MET-99999-000")
+    assert_user_error(proc, "split", str(split_file), "1 listed case(s) not in the case table: BraTS-MET-99999-000")
     assert out.read_bytes() == before
 
 
@@ -343,7 +343,7 @@ def test_snakemake_reports_every_bad_case_and_keeps_earlier_results(cohort, tmp_
                                 data={"split": {"fractions": [0.5, 0.25, 0.25], "file": str(split_file)}})
     run = run_snakemake(work, "--configfile", bad_split, "--cores", "1", "results/data/splits.tsv")
     _assert_failed_rule(run, "split", results / "logs" / "data" / "split.log", str(split_file),
-                        "1 case(s) not in the case table: BraTS-MET-99999-000")
+                        "1 listed case(s) not in the case table: BraTS-MET-99999-000")
     cases_after_index = digests(results / "data")
 
     # 3. an unknown modality in the config: refused before any job, nothing touched

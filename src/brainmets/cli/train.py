@@ -72,9 +72,14 @@ def run(args: argparse.Namespace) -> int:
         return _train(args, config)
     except Exception as exc:
         # Only errors Python sees: a kill (node failure, out of memory, time limit) leaves no record
-        # and the next job of the chain resumes from the checkpoint.
-        record.parent.mkdir(parents=True, exist_ok=True)
-        write_text(record, f"{exc}\n" if isinstance(exc, BrainmetsError) else f"{type(exc).__name__}: {exc}\n")
+        # and the next job of the chain resumes from the checkpoint. An error before the run
+        # directory exists (a bad request) is cheap to repeat and must not create it.
+        if record.parent.is_dir():
+            try:
+                write_text(record,
+                           f"{exc}\n" if isinstance(exc, BrainmetsError) else f"{type(exc).__name__}: {exc}\n")
+            except (BrainmetsError, OSError):
+                pass  # e.g. the disk is full: the original error below is the one to report
         raise
 
 
