@@ -46,7 +46,9 @@ CPU_RULES = {"synthesise", "index", "preprocess", "preprocess_case", "evaluate"}
 def _workflow_rules() -> set[str]:
     names = set()
     for smk in [SNAKEFILE, *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
-        names |= set(re.findall(r"^\s*(?:rule|checkpoint)\s+(\w+)\s*:", smk.read_text(), re.M))
+        text = smk.read_text()
+        names |= set(re.findall(r"^\s*(?:rule|checkpoint)\s+(\w+)\s*:", text, re.M))
+        names |= set(re.findall(r"^\s*use\s+rule\s+\w+\s+as\s+(\w+)", text, re.M))  # inherited rules
     return names
 
 
@@ -333,7 +335,7 @@ def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(sl
         assert "returned non-zero exit status 75" in log.read_text(errors="replace"), (job, log.read_text()[-3000:])
 
     # --- one history row per logged iteration, none missing, none repeated
-    assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, 2001, 10))
+    assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, 5001, 10))
 
     # --- bit for bit the weights of the uninterrupted local run
     a = torch.load(slurm_dir / MODEL, weights_only=True)["state_dict"]
