@@ -55,6 +55,18 @@ def test_paper_config_builds_the_full_dag_without_the_data(snakemake):
 PAPER_TABLE2_TRAINED = ("resunet", "resunetse", "vnet", "swinunetr", "swinunetr_v2", "unetr", "segresnet",
                         "segresnetvae", "nnformer", "mlp_unext", "resenc_unet")
 
+#: The paper's Table 2 rows, top to bottom (figures/results.png of the authors' repository,
+#: xmindflow/Met-Seg at 9ee3779), as registry entries; then the project's reference row.
+PAPER_TABLE2_ORDER = ["resunet", "resunetse", "unet", "vnet", "swinunetr_v2", "swinunetr", "unetr", "nnformer",
+                      "segresnet", "mlp_unext", "segresnetvae", "resenc_unet"]
+
+
+def test_paper_config_lists_table2_rows_in_the_papers_order():
+    from brainmets.config import merge_config, read_yaml
+
+    merged = merge_config(read_yaml(REPO / "config.yaml"), read_yaml(PAPER))  # as Snakemake merges them
+    assert merged["baselines"]["models"] == PAPER_TABLE2_ORDER
+
 
 def test_paper_config_trains_every_table2_row_three_seeds(snakemake):
     run = snakemake("-n", "--configfile", str(PAPER))
