@@ -20,7 +20,7 @@ pytestmark = pytest.mark.xdist_group("tracking")
 
 def test_snakemake_ran_the_training_jobs_side_by_side(study):
     assert training_concurrency(study.output) >= 4, study.output[-4000:]
-    commands = re.findall(r"^Shell command: (brainmets train .*)$", study.output, re.M)
+    commands = re.findall(r"^Shell command: (?:exec )?(brainmets train .*)$", study.output, re.M)
     assert len(commands) == len(TRAINING_RUNS)
     assert all(" --threads 1 " in command for command in commands), commands
 
