@@ -14,7 +14,6 @@ page's text when the bound runs out, so a test fails with what the user saw.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import select
@@ -159,9 +158,6 @@ class Browser:
             raise BrowserError(f"{what}: not shown within {seconds} s; the page showed:\n{outcome['text'][:4000]}")
         return outcome["value"]
 
-    def text(self, context: int | None = None) -> str:
-        return self.evaluate("document.body.innerText", context=context)
-
     def click(self, element: str, what: str) -> None:
         """Press and release the left mouse button over an element, as a user clicks it.
 
@@ -191,11 +187,6 @@ class Browser:
         frame = self.wait_for_event("Page.frameNavigated", lambda event: event["frame"]["url"] == url,
                                     f"a frame showing {url[:80]}")["frame"]
         return self.call("Page.createIsolatedWorld", {"frameId": frame["id"]})["executionContextId"]
-
-    def screenshot(self, path: Path) -> Path:
-        """The page as a PNG (for a person looking at a failure)."""
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"]))
-        return path
 
     # process ---------------------------------------------------------------------------------
 
