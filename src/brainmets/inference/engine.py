@@ -16,6 +16,16 @@ border artefacts. The same setting applies to both paths so that they differ
 only in which windows run. In the two-stage path voxels that no kept window
 covers get probability 0 (background).
 
+Two-stage grid and batches. ``two_stage_mode="paper"`` scores every window of
+the segmentor's patch grid at ``overlap`` (the paper); ``"fast"`` (beyond the
+paper) lays the windows side by side, so both networks see each voxel about
+once. The detector, which scores every window, runs in batches of
+``detector_batch_size`` (a small network gains most from large batches), the
+segmentor in batches of ``batch_size``; neither changes the result beyond
+float rounding (eval mode: no batch statistics), which
+``tests/inference/test_two_stage_reference.py`` checks against a window-by-window
+reference.
+
 Devices. :mod:`brainmets.runtime` (shared with training) picks the device and
 the autocast: CUDA when available with bf16, else CPU in plain fp32.
 ``channels_last_3d`` is used on CUDA for convolutional networks; on CPU it is
