@@ -29,8 +29,9 @@ reference.
 Devices. :mod:`brainmets.runtime` (shared with training) picks the device and
 the autocast: CUDA when available with bf16, else CPU in plain fp32.
 ``channels_last_3d`` is used on CUDA for convolutional networks; on CPU it is
-off by default because the measured gain for these networks was inconsistent
-(see benchmarks/results/inference.md), and can be forced with the setting.
+off by default: with the default study's trained networks it made the
+two-stage model slower and the single-pass U-Net no faster beyond noise
+(benchmarks/results/inference.md); the setting forces it.
 
 FLOPs. Per-window forward FLOPs of each network are counted once with
 ``torch.utils.flop_counter`` (:func:`brainmets.models.model_flops`) and
