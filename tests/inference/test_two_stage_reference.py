@@ -67,7 +67,7 @@ def _threshold_between_logits(detector, channels, image, overlap) -> float:
     padded[:, : image.shape[1], : image.shape[2], : image.shape[3]] = image
     with torch.inference_mode():
         logits = sorted(
-            forward_outputs(detector, padded[channels, x : x + 16, y : y + 16, z : z + 16][None])[0].item()
+            forward_outputs(detector, padded[channels, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]][None])[0].item()
             for x, y, z in window_starts(full, PATCH, overlap)
         )
     middle = len(logits) // 2
