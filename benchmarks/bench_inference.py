@@ -1,40 +1,46 @@
-"""Two-stage versus single-pass inference on one full-size case: wall time and FLOPs, as ratios.
+"""Single-pass versus two-stage inference (paper and fast mode) with the networks a finished study trained.
 
-Networks (paper size, random weights, eval mode, subset T1c+T1+FLAIR = 3 channels):
-- single-pass: the modality-study 3D U-Net, DynUNet 32-64-128-256-320 at 128^3,
-  MONAI sliding window, overlap 0.5;
-- two-stage: DenseNet121 3D detector + residual DynUNet segmentor (deep
-  supervision, 3 heads; eval mode runs the main head), 64^3 windows, overlap 0.5.
+For every seed of a finished study (the default study: ``snakemake --cores
+all`` in the repository) and every case of its validation and test splits, in
+one process and on the same cached volume:
 
-Volume: synthetic case 1 of cohort seed 0 (brainmets.data.synthetic) on the
-full 240x240x155 1 mm grid, each sequence z-scored over the brain (0 outside),
-i.e. the preprocessed cache without the brain crop. Without the synthetic
-generator, random data in a brain-shaped ellipsoid.
+- single-pass: the modality study's U-Net on the given subset (default all
+  four sequences), MONAI's sliding window (``predict_single_pass``);
+- two-stage, paper mode: the detector and segmentor trained on all four
+  sequences (``twostage/{detector,segmentor}/<subset>``), ``predict_two_stage``
+  with ``inference.two_stage_mode: paper``;
+- two-stage, fast mode: the same networks with ``two_stage_mode: fast``.
 
-Kept fraction: a random detector keeps an arbitrary set of windows, so its
-output bias is shifted (after one untimed calibration pass over all windows)
-so that it keeps exactly as many windows as contain tumour in the case's
-ground truth (an oracle-sized fraction), or ``--kept-fraction``.
+Settings are the study's own ``inference`` section (``config.resolved.yaml``:
+overlap, batch size, blending, threshold, label export), with
+``detector_batch_size`` and the memory format as this code's defaults unless
+given. Each method runs ``--repeats`` times per case, in an order rotated from
+case to case, so a change in machine load hits all alike; its time is the
+fastest run (the least disturbed), from the engine's record (windows cut,
+networks, blending; not reading the cache or writing NIfTI). FLOPs are the
+engine's count: per-window forward FLOPs (``torch.utils.flop_counter``) times
+the windows each network ran.
 
-Modes:
-- default: both paths run end to end through ``brainmets.inference``
-  (``predict_single_pass`` / ``predict_two_stage``) in the same process;
-- ``--quick``: FLOPs are still exact (counted on the meta device, times the
-  real window counts); wall times are *estimated*: the detector's time for one
-  batch times its batches, the U-Nets' time for one window times their
-  windows (best of 3, the networks timed round-robin). Blending and window
-  extraction are not included (they are in the full mode).
+Dice: each method's probabilities go back to the original grid and become
+labels exactly as in ``brainmets predict`` (linear interpolation, then the
+threshold and label export), scored against the ground truth with
+``brainmets.evaluation.evaluate_case`` (legacy and lesion-wise Dice of WT,
+TC, ET).
 
-Usage: .venv/bin/python benchmarks/bench_inference.py [--quick] [--threads N] [--device cpu|cuda]
-Writes benchmarks/results/inference_{quick,full}.json and prints a markdown
-summary; benchmarks/results/inference.md is the curated report of these numbers.
+Usage (from the repository root, after the default study finished)::
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_inference.py --results results
+
+Writes ``benchmarks/results/inference.json`` (every case and the summary) and
+prints the summary as markdown; ``benchmarks/results/inference.md`` is the
+curated report of these numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import os
 import platform
 import sys
@@ -44,207 +50,233 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainmets.config import validate_model, validate_section
-from brainmets.constants import subset_channels
+from brainmets.config import read_yaml, validate_section
+from brainmets.data.preprocess import load_case, probabilities_to_original_grid
+from brainmets.data.splits import cases_in_split
+from brainmets.evaluation import evaluate_case, find_gt_cases
 from brainmets.inference import (
     InferenceSettings,
     inference_runtime,
+    load_network,
     predict_single_pass,
     predict_two_stage,
-    prepare_network,
-    sliding_window_count,
-    window_starts,
+    regions_to_labels,
 )
-from brainmets.models import build_model
+from brainmets.nifti import read_image, read_voxels
 
-SUBSET = "t1c+t1n+t2f"
-UNET = validate_model("unet", {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "residual": False,
-                               "deep_supervision": 0, "patch": [128] * 3})
-SEGMENTOR = validate_model("segmentor", {"arch": "dynunet", "filters": [32, 64, 128, 256, 320], "residual": True,
-                                         "deep_supervision": 2, "patch": [64] * 3})
-DETECTOR = validate_model("detector", {"arch": "densenet121", "dropout": 0.2, "patch": [64] * 3})
+METHODS = ("single_pass", "paper", "fast")
+REGIONS = ("WT", "TC", "ET")
 RESULTS = Path(__file__).with_name("results")
 
 
-def full_size_case() -> tuple[torch.Tensor, np.ndarray, str]:
-    """(image (4, 240, 240, 155) z-scored over the brain, label, description)."""
+def cpu_model() -> str:
     try:
-        from brainmets.constants import MODALITIES
-        from brainmets.data.synthetic.cohort import generate_case
-    except ImportError:
-        generate_case = None
-    if generate_case is not None:
-        case = generate_case(1, 0)
-        brain = case.brain_mask() > 0
-        image = np.zeros((4, *case.shape), np.float32)
-        for channel, modality in enumerate(MODALITIES):
-            values = case.images[modality].astype(np.float32)
-            inside = values[brain]
-            image[channel][brain] = (inside - inside.mean()) / max(inside.std(), 1e-6)
-        return torch.from_numpy(image), case.seg, f"synthetic case 1 (cohort seed 0), {len(case.lesions)} lesions"
-    rng = np.random.default_rng(0)
-    shape = (240, 240, 155)
-    grid = np.indices(shape, dtype=np.float32)
-    brain = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, (120, 120, 75), (70, 85, 65))) <= 1
-    image = (rng.standard_normal((4, *shape)).astype(np.float32)) * brain
-    label = np.zeros(shape, np.uint8)
-    label[100:115, 90:110, 70:82] = 3
-    return torch.from_numpy(image), label, "random data in a brain-shaped ellipsoid (no synthetic generator)"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def tumour_windows(label: np.ndarray, patch, overlap) -> int:
-    shape = tuple(max(n, p) for n, p in zip(label.shape, patch))
-    padded = np.zeros(shape, bool)
-    padded[: label.shape[0], : label.shape[1], : label.shape[2]] = label > 0
-    return sum(
-        bool(padded[x : x + patch[0], y : y + patch[1], z : z + patch[2]].any())
-        for x, y, z in window_starts(shape, patch, overlap)
-    )
+def settings_of(results: Path, args: argparse.Namespace) -> InferenceSettings:
+    """The study's ``inference`` section, with this run's device and batch overrides."""
+    study = read_yaml(results / "config.resolved.yaml").get("inference", {})
+    keys = ("overlap", "detector_threshold", "batch_size", "blend", "average", "label_export", "threshold",
+            "checkpoint")
+    section = {k: study[k] for k in keys if k in study} | {"device": args.device}
+    if args.channels_last is not None:
+        section["channels_last"] = args.channels_last == "true"
+    if args.batch_size:
+        section["batch_size"] = args.batch_size
+    if args.detector_batch_size:
+        section["detector_batch_size"] = args.detector_batch_size
+    return InferenceSettings(**validate_section("inference", section))
 
 
-def calibrate_detector(detector, image, settings, runtime, keep: int) -> list[float]:
-    """Shift the detector's output bias so that exactly ``keep`` windows score above the threshold."""
-    patch = detector.patch
-    source = image[detector.channels].to(runtime.device)
-    corners = window_starts(tuple(max(n, p) for n, p in zip(image.shape[1:], patch)), patch, settings.overlap)
-    logits = []
-    with torch.inference_mode():
-        for i in range(0, len(corners), settings.batch_size):
-            batch = torch.stack(
-                [source[:, x : x + patch[0], y : y + patch[1], z : z + patch[2]] for x, y, z in corners[i : i + settings.batch_size]]
-            )
-            logits.append(detector(batch, runtime).reshape(-1).cpu())
-    ordered = torch.cat(logits).sort(descending=True).values.tolist()
-    if keep <= 0:
-        cut = ordered[0] + 1.0
-    elif keep >= len(ordered):
-        cut = ordered[-1] - 1.0
-    else:
-        cut = (ordered[keep - 1] + ordered[keep]) / 2
-    with torch.no_grad():
-        detector.model.class_layers.out.bias -= cut - settings.detector_threshold
-    return ordered
+def weights_file(run: Path, checkpoint: str) -> Path:
+    path = run / ("best.pt" if checkpoint == "best" else "model.pt")
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: is the study at {run.parents[3]} finished?")
+    return path
 
 
-def time_interleaved(networks: dict, runtime, batches: dict, repeats: int = 3) -> dict:
-    """Best-of-``repeats`` seconds of one forward of ``batches[name]`` windows per network.
+def seeds_of(results: Path, subset: str) -> list[int]:
+    found = sorted(int(p.name.removeprefix("seed")) for p in (results / "modality" / "unet" / subset).glob("seed*"))
+    if not found:
+        raise SystemExit(f"no runs in {results / 'modality' / 'unet' / subset}: is {results} a finished study?")
+    return found
 
-    The networks are timed round-robin (after one warm-up each), so a change in
-    machine load hits all of them alike; the minimum is the least disturbed run.
-    """
-    inputs = {
-        name: torch.randn(batches[name], len(net.channels), *net.patch, device=runtime.device)
-        for name, net in networks.items()
+
+def scores(probabilities: torch.Tensor, meta: dict, gt: np.ndarray, spacing, settings: InferenceSettings,
+           case: str) -> dict[str, float]:
+    maps, _ = probabilities_to_original_grid(probabilities.numpy(), meta, fill=0.0)
+    labels = regions_to_labels(maps, settings.threshold, settings.label_export)
+    rows, _ = evaluate_case(labels, gt, spacing, case=case, regions=REGIONS)
+    out = {}
+    for row in rows:
+        out[f"legacy_dice_{row['region']}"] = float(row["legacy_dice"])
+        out[f"lesion_dice_{row['region']}"] = float(row["lesion_dice"])
+    return out
+
+
+def run_case(networks: dict, volume: torch.Tensor, settings: dict, runtime, repeats: int, rotation: int):
+    """``{method: (fastest record, probabilities of the first run)}``."""
+    unet, detector, segmentor = networks["unet"], networks["detector"], networks["segmentor"]
+    calls = {
+        "single_pass": lambda: predict_single_pass(unet, volume, settings["paper"], runtime),
+        "paper": lambda: predict_two_stage(detector, segmentor, volume, settings["paper"], runtime),
+        "fast": lambda: predict_two_stage(detector, segmentor, volume, settings["fast"], runtime),
     }
-    best = {name: math.inf for name in networks}
-    with torch.inference_mode():
-        for name, net in networks.items():
-            net(inputs[name], runtime)
-        for _ in range(repeats):
-            for name, net in networks.items():
-                runtime.synchronize()
-                start = time.perf_counter()
-                net(inputs[name], runtime)
-                runtime.synchronize()
-                best[name] = min(best[name], time.perf_counter() - start)
+    best: dict = {}
+    for repeat in range(repeats):
+        order = METHODS[(rotation + repeat) % 3:] + METHODS[: (rotation + repeat) % 3]
+        for method in order:
+            result = calls[method]()
+            if method not in best:
+                best[method] = (result.record, result.probabilities)
+            elif result.record["seconds"] < best[method][0]["seconds"]:
+                best[method] = (result.record, best[method][1])
     return best
+
+
+def summarise(rows: list[dict]) -> dict:
+    by_method = {m: [r for r in rows if r["method"] == m] for m in METHODS}
+    total = {m: {"seconds": sum(r["seconds"] for r in rs), "flops": sum(r["flops"] for r in rs)}
+             for m, rs in by_method.items()}
+    summary: dict = {"cases": len(by_method["single_pass"])}
+    for m in METHODS:
+        rs = by_method[m]
+        entry = {
+            "seconds_per_case": total[m]["seconds"] / len(rs),
+            "gflop_per_case": total[m]["flops"] / len(rs) / 1e9,
+            "gflop_per_second": total[m]["flops"] / total[m]["seconds"] / 1e9,
+            "windows_total_per_case": float(np.mean([r["windows_total"] for r in rs])),
+            "windows_kept_per_case": float(np.mean([r["windows_kept"] for r in rs])),
+            "fraction_kept": float(np.mean([r["fraction_kept"] for r in rs])),
+        }
+        for key in [k for k in rs[0] if k.startswith(("legacy_dice_", "lesion_dice_"))]:
+            entry[key] = float(np.mean([r[key] for r in rs]))
+        if m != "single_pass":
+            wall = total["single_pass"]["seconds"] / total[m]["seconds"]
+            flop = total["single_pass"]["flops"] / total[m]["flops"]
+            entry |= {"speedup_wall": wall, "speedup_flops": flop, "wall_over_flop_ratio": wall / flop}
+        summary[m] = entry
+    paired = [(p, f) for p, f in zip(by_method["paper"], by_method["fast"])]
+    summary["fast_minus_paper"] = {
+        f"{kind}_dice_{region}": float(np.mean([f[f"{kind}_dice_{region}"] - p[f"{kind}_dice_{region}"]
+                                                for p, f in paired]))
+        for kind in ("legacy", "lesion") for region in REGIONS
+    }
+    return summary
+
+
+def markdown(result: dict) -> str:
+    s = result["summary"]
+    lines = [
+        f"- machine: {result['machine']}; load average {result['load_average_start'][0]:.2f} at the start, "
+        f"{result['load_average_end'][0]:.2f} at the end",
+        f"- study: {result['results']}; seeds {result['seeds']}; {s['cases']} case runs "
+        f"({', '.join(result['splits'])}); settings {result['settings']}",
+        "",
+        "| | single-pass U-Net | two-stage paper | two-stage fast |",
+        "|---|---:|---:|---:|",
+        "| seconds per case | " + " | ".join(f"{s[m]['seconds_per_case']:.3f}" for m in METHODS) + " |",
+        "| GFLOP per case | " + " | ".join(f"{s[m]['gflop_per_case']:.2f}" for m in METHODS) + " |",
+        "| GFLOP/s | " + " | ".join(f"{s[m]['gflop_per_second']:.1f}" for m in METHODS) + " |",
+        "| windows run (detector / segmentor) | " + f"{s['single_pass']['windows_total_per_case']:.1f} | "
+        + " | ".join(f"{s[m]['windows_total_per_case']:.1f} / {s[m]['windows_kept_per_case']:.1f}"
+                     for m in ("paper", "fast")) + " |",
+        "| speed-up, wall (single / method) | 1 | " + " | ".join(f"{s[m]['speedup_wall']:.2f}"
+                                                           for m in ("paper", "fast")) + " |",
+        "| speed-up, FLOPs | 1 | " + " | ".join(f"{s[m]['speedup_flops']:.2f}" for m in ("paper", "fast")) + " |",
+        "| wall / FLOP speed-up | | " + " | ".join(f"{s[m]['wall_over_flop_ratio']:.2f}"
+                                               for m in ("paper", "fast")) + " |",
+    ]
+    for kind in ("legacy", "lesion"):
+        for region in REGIONS:
+            key = f"{kind}_dice_{region}"
+            lines.append(f"| {kind} Dice {region} | " + " | ".join(f"{s[m][key]:.3f}" for m in METHODS) + " |")
+    lines.append("")
+    lines.append("fast - paper (mean of paired case runs): " + ", ".join(
+        f"{k.replace('_dice_', ' Dice ')} {v:+.3f}" for k, v in s["fast_minus_paper"].items()))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="exact FLOPs, wall time estimated from one batch per network")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--kept-fraction", type=float, default=None, help="override the oracle-sized kept fraction")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last_3d on CPU as well")
+    parser.add_argument("--results", type=Path, required=True, help="a finished study's results folder")
+    parser.add_argument("--subset", default="t1c+t1n+t2f+t2w", help="the single-pass U-Net's modality subset")
+    parser.add_argument("--twostage-subset", default=None, help="the two-stage runs' subset (default: --subset)")
+    parser.add_argument("--splits", nargs="+", default=["val", "test"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: every seed of the study")
+    parser.add_argument("--gt", type=Path, default=None, help="ground truth folder (default: RESULTS/synthetic)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per method and case; the fastest counts")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: as the study's predict jobs)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--detector-batch-size", type=int, default=None)
+    parser.add_argument("--channels-last", choices=["true", "false"], default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS / "inference.json")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = InferenceSettings(**validate_section("inference", {
-        "overlap": 0.5, "batch_size": args.batch_size, "device": args.device,
-        "channels_last": True if args.channels_last else "auto"}))
+    torch.set_num_threads(args.threads)
+    results = args.results
+    settings = settings_of(results, args)
+    modes = {m: dataclasses.replace(settings, two_stage_mode=m) for m in ("paper", "fast")}
     runtime = inference_runtime(settings)
-    torch.manual_seed(0)
+    cache = results / "data" / "preprocessed"
+    cases = [(split, case) for split in args.splits for case in cases_in_split(results / "data" / "splits.tsv", split)]
+    gt_files = find_gt_cases(args.gt or results / "synthetic")
+    seeds = args.seeds or seeds_of(results, args.subset)
+    twostage = results / "twostage"
+    twostage_subset = args.twostage_subset or args.subset
+    load_start = os.getloadavg()
 
+    truth = {}
+    for _, case in cases:
+        image = read_image(case, gt_files[case], "ground truth")
+        truth[case] = (read_voxels(case, gt_files[case], image), tuple(float(z) for z in image.header.get_zooms()[:3]))
+
+    rows = []
     clock = time.perf_counter()
-    image, label, source = full_size_case()
-    print(f"volume {tuple(image.shape)} from {source} ({time.perf_counter() - clock:.1f} s)", flush=True)
-    cin = len(subset_channels(SUBSET))
-
-    def network(name, spec, out):
-        model = build_model(name, spec, cin, out)
-        info = {"model_name": name, "subset": SUBSET, "in_channels": cin, "patch": spec["patch"], "spec": spec}
-        return prepare_network(model, info, runtime, name)
-
-    unet, segmentor, detector = network("unet", UNET, 3), network("segmentor", SEGMENTOR, 3), network("detector", DETECTOR, 1)
-    shape = tuple(image.shape[1:])
-    n_windows = len(window_starts(tuple(max(n, 64) for n in shape), (64, 64, 64), 0.5))
-    n_unet = sliding_window_count(shape, UNET["patch"], 0.5)
-    oracle = tumour_windows(label, (64, 64, 64), 0.5)
-    keep = round(args.kept_fraction * n_windows) if args.kept_fraction is not None else oracle
-    print(f"windows: two-stage {n_windows} (tumour in {oracle}, keeping {keep}), single-pass {n_unet}", flush=True)
+    for seed in seeds:
+        networks = {
+            "unet": load_network(weights_file(results / "modality" / "unet" / args.subset / f"seed{seed}",
+                                              settings.checkpoint), runtime, "segmentation"),
+            "detector": load_network(weights_file(twostage / "detector" / twostage_subset / f"seed{seed}",
+                                                  settings.checkpoint), runtime, "detection"),
+            "segmentor": load_network(weights_file(twostage / "segmentor" / twostage_subset / f"seed{seed}",
+                                                   settings.checkpoint), runtime, "segmentation"),
+        }
+        for index, (split, case) in enumerate(cases):
+            image, _, meta = load_case(cache, case)
+            volume = torch.from_numpy(np.array(image, dtype=np.float32))
+            best = run_case(networks, volume, modes, runtime, args.repeats, index + seed)
+            gt, spacing = truth[case]
+            for method, (record, probabilities) in best.items():
+                keep = ("seconds", "flops", "windows_total", "windows_kept", "fraction_kept")
+                rows.append({"seed": seed, "split": split, "case": case, "method": method,
+                             **{k: record[k] for k in keep},
+                             **scores(probabilities, meta, gt, spacing, settings, case)})
+            print(f"seed {seed} {case}: " + ", ".join(f"{r['method']} {r['seconds']:.3f} s"
+                                                       for r in rows[-3:]), flush=True)
 
     result = {
-        "mode": "quick (estimated wall time)" if args.quick else "full (measured end to end)",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {runtime.device}",
-        "load_average_start": os.getloadavg(),
-        "volume": list(shape),
-        "source": source,
-        "windows_two_stage": n_windows,
-        "windows_kept": keep,
-        "windows_with_tumour": oracle,
-        "windows_single_pass": n_unet,
-        "gmac_per_window": {"unet_128": unet.flops_per_window / 2e9, "segmentor_64": segmentor.flops_per_window / 2e9,
-                            "detector_64": detector.flops_per_window / 2e9},
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), device {runtime.device}, channels_last_3d {runtime.channels_last}",
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+        "seconds_total": time.perf_counter() - clock,
+        "results": str(results),
+        "seeds": seeds,
+        "splits": args.splits,
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("device", "two_stage_mode")},
+        "summary": summarise(rows),
+        "cases": rows,
     }
-    flops_single = unet.flops_per_window * n_unet
-    flops_two = detector.flops_per_window * n_windows + segmentor.flops_per_window * keep
-    result["flops"] = {"single_pass": flops_single, "two_stage": flops_two, "ratio_single_over_two_stage": flops_single / flops_two}
-
-    if args.quick:
-        # the detector is overhead-bound: time it at the batch size inference uses; the two
-        # U-Nets are compute-bound (near-linear in windows): time one window, scale by windows
-        b = settings.batch_size
-        best = time_interleaved(
-            {"detector": detector, "segmentor": segmentor, "unet": unet}, runtime,
-            {"detector": b, "segmentor": 1, "unet": 1},
-        )
-        single = best["unet"] * n_unet
-        two = best["detector"] * math.ceil(n_windows / b) + best["segmentor"] * keep
-        result["seconds_best_of_3"] = {"detector_batch": b, **best}
-    else:
-        calibrate_detector(detector, image, settings, runtime, keep)
-        sp = predict_single_pass(unet, image, settings, runtime)
-        ts = predict_two_stage(detector, segmentor, image, settings, runtime)
-        assert ts.record["windows_kept"] == keep, ts.record
-        assert sp.record["windows_total"] == n_unet, sp.record
-        single, two = sp.record["seconds"], ts.record["seconds"]
-        result["records"] = {"single_pass": sp.record, "two_stage": ts.record}
-    result["seconds"] = {"single_pass": single, "two_stage": two, "ratio_single_over_two_stage": single / two}
-    result["load_average_end"] = os.getloadavg()
-
-    RESULTS.mkdir(exist_ok=True)
-    stem = "inference_quick" if args.quick else "inference_full"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    lines = [
-        f"# Inference benchmark ({result['mode']})",
-        "",
-        f"- machine: {result['machine']}; load average at start {result['load_average_start'][0]:.2f}",
-        f"- volume: {shape} ({source})",
-        f"- windows: two-stage {n_windows} of 64^3, kept {keep} ({keep / n_windows:.1%}; "
-        f"{oracle} contain tumour); single-pass {n_unet} of 128^3",
-        f"- GMAC per window: U-Net 128^3 {unet.flops_per_window / 2e9:.1f}, segmentor 64^3 "
-        f"{segmentor.flops_per_window / 2e9:.1f}, detector 64^3 {detector.flops_per_window / 2e9:.2f}",
-        "",
-        "| | single-pass | two-stage | single / two-stage |",
-        "|---|---:|---:|---:|",
-        f"| TFLOP | {flops_single / 1e12:.2f} | {flops_two / 1e12:.2f} | {flops_single / flops_two:.2f} |",
-        f"| seconds | {single:.1f} | {two:.1f} | {single / two:.2f} |",
-        "",
-    ]
-    print("\n".join(lines))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
     return 0
 
 

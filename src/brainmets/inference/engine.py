@@ -16,11 +16,22 @@ border artefacts. The same setting applies to both paths so that they differ
 only in which windows run. In the two-stage path voxels that no kept window
 covers get probability 0 (background).
 
+Two-stage grid and batches. ``two_stage_mode="paper"`` scores every window of
+the segmentor's patch grid at ``overlap`` (the paper); ``"fast"`` (beyond the
+paper) lays the windows side by side, so both networks see each voxel about
+once. The detector, which scores every window, runs in batches of
+``detector_batch_size`` (a small network gains most from large batches), the
+segmentor in batches of ``batch_size``; neither changes the result beyond
+float rounding (eval mode: no batch statistics), which
+``tests/inference/test_two_stage_reference.py`` checks against a window-by-window
+reference.
+
 Devices. :mod:`brainmets.runtime` (shared with training) picks the device and
 the autocast: CUDA when available with bf16, else CPU in plain fp32.
 ``channels_last_3d`` is used on CUDA for convolutional networks; on CPU it is
-off by default because the measured gain for these networks was inconsistent
-(see benchmarks/results/inference.md), and can be forced with the setting.
+off by default: with the default study's trained networks it made the
+two-stage model slower and the single-pass U-Net no faster beyond noise
+(benchmarks/results/inference.md); the setting forces it.
 
 FLOPs. Per-window forward FLOPs of each network are counted once with
 ``torch.utils.flop_counter`` (:func:`brainmets.models.model_flops`) and
@@ -56,8 +67,12 @@ class InferenceSettings:
     overlap: float
     #: the segmentor runs on windows whose detector logit is strictly above this
     detector_threshold: float
-    #: windows per network call
+    #: windows per network call (single-pass network, two-stage segmentor)
     batch_size: int
+    #: windows per detector call
+    detector_batch_size: int
+    #: two-stage window grid: paper (overlap as set) or fast (side by side; beyond the paper)
+    two_stage_mode: str
     #: weighting of overlapping window outputs: constant (plain mean) or gaussian
     blend: str
     #: what overlapping windows average: probabilities or logits (sigmoid after the mean)
@@ -239,6 +254,75 @@ def predict_single_pass(
 # --------------------------------------------------------------------------- two stage
 
 
+def _padded(image: torch.Tensor, full: Sequence[int]) -> torch.Tensor:
+    """``image`` (C, X, Y, Z) zero-padded at the far end of each axis to ``full``."""
+    pad = []
+    for have, want in reversed(list(zip(image.shape[1:], full))):
+        pad += [0, int(want) - int(have)]  # F.pad lists the last axis first
+    return F.pad(image, pad) if any(pad) else image
+
+
+class _WindowReader:
+    """Cuts batches of windows out of the padded volume, already in each network's memory format.
+
+    The channels a network reads are copied once per case into the layout of
+    its inputs, channels last ``(X, Y, Z, C)`` for a channels_last_3d network,
+    so a stack of windows needs no second conversion copy; the detector and
+    the segmentor share the copy when they read the same channels.
+    """
+
+    def __init__(self, volume: torch.Tensor):
+        self.volume = volume
+        self._sources: dict[tuple[tuple[int, ...], bool], torch.Tensor] = {}
+
+    def __call__(self, network: Network, corners: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+        channels_last = network.memory_format == torch.channels_last_3d
+        key = (tuple(network.channels), channels_last)
+        if key not in self._sources:
+            source = self.volume[list(network.channels)]
+            self._sources[key] = source.permute(1, 2, 3, 0).contiguous() if channels_last else source.contiguous()
+        source, (px, py, pz) = self._sources[key], network.patch
+        if channels_last:
+            return torch.stack([source[x : x + px, y : y + py, z : z + pz] for x, y, z in corners]).permute(0, 4, 1, 2, 3)
+        return torch.stack([source[:, x : x + px, y : y + py, z : z + pz] for x, y, z in corners])
+
+
+class _Stitcher:
+    """Blends segmentor windows into the padded volume (module docstring: Blending)."""
+
+    def __init__(self, full: Sequence[int], patch: Sequence[int], settings: InferenceSettings, device: torch.device):
+        self.patch = tuple(patch)
+        self.logits = settings.average == "logits"
+        self.weights = None if settings.blend == "constant" else _weight_map(patch, settings.blend, device)
+        self.total = torch.zeros((len(TRAIN_REGIONS), *full), device=device)
+        self.norm = torch.zeros(tuple(full), device=device)
+
+    def add(self, corners: Sequence[tuple[int, int, int]], outputs: torch.Tensor) -> None:
+        """Add a batch of window logits ``(B, 3, *patch)``."""
+        if not self.logits:
+            outputs = torch.sigmoid(outputs)
+        if self.weights is not None:
+            outputs = outputs * self.weights
+        weight = 1.0 if self.weights is None else self.weights
+        px, py, pz = self.patch
+        # window by window: windows of a batch may overlap, so one vectorised add would be an index_add
+        # over every voxel, measured slower than these two slice adds (CPU, 1 thread: 8 windows of 16^3
+        # 0.30 against 0.24 ms, 4 of 64^3 24 against 3.6 ms)
+        for (x, y, z), window in zip(corners, outputs):
+            self.total[:, x : x + px, y : y + py, z : z + pz] += window
+            self.norm[x : x + px, y : y + py, z : z + pz] += weight
+
+    def probabilities(self, shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(WT/TC/ET probabilities cropped to ``shape``, the mask of voxels some window covered)."""
+        covered = self.norm > 0
+        # uncovered voxels hold total 0 and stay 0; covered ones get the weighted mean
+        mean = self.total.div_(self.norm.clamp_min(torch.finfo(self.norm.dtype).tiny))
+        if self.logits:
+            mean = mean.sigmoid_().mul_(covered)
+        crop = (slice(None), *(slice(0, int(n)) for n in shape))
+        return mean[crop], covered[crop[1:]]
+
+
 def predict_two_stage(
     detector: Network,
     segmentor: Network,
@@ -249,16 +333,23 @@ def predict_two_stage(
 ) -> CaseInference:
     """Detector-gated sliding window over ``image`` (4 sequences, X, Y, Z).
 
-    Windows of the segmentor's patch tile the volume with ``settings.overlap``
-    (the volume is zero-padded at its far end where it is smaller than a window;
-    zero is the cache's background value). The detector scores every window in
-    batches; the segmentor runs, in batches, only on windows whose logit is
-    above ``settings.detector_threshold``; their outputs are blended
-    (see the module docstring) and voxels no kept window covers are 0.
+    Windows of the segmentor's patch tile the volume (zero-padded at its far
+    end where it is smaller than a window; zero is the cache's background
+    value). The detector scores every window in batches of
+    ``settings.detector_batch_size``; the segmentor runs, in batches of
+    ``settings.batch_size``, only on windows whose logit is above
+    ``settings.detector_threshold``; their outputs are blended (see the module
+    docstring) and voxels no kept window covers are 0.
+
+    The grid: ``settings.two_stage_mode`` ``paper`` overlaps the windows by
+    ``settings.overlap`` (the paper); ``fast`` lays them side by side (overlap
+    0, the last window of an axis flush with its end), so both networks see
+    each voxel about once (see the config schema).
 
     ``flops_single_pass`` is what ``reference`` (the configured single-pass
-    model, run with MONAI's sliding window at its own patch) would spend on the
-    same volume; without a reference it is the segmentor run on every window.
+    model, run with MONAI's sliding window at its own patch and
+    ``settings.overlap``) would spend on the same volume; without a reference
+    it is the segmentor run on every window of the grid.
     """
     if tuple(detector.patch) != tuple(segmentor.patch):
         raise BrainmetsError(
@@ -268,42 +359,26 @@ def predict_two_stage(
     patch = segmentor.patch
     shape = tuple(image.shape[1:])
     full = padded_shape(shape, patch)
-    pad = [0, 0] * 3
-    for axis, (n, m) in enumerate(zip(shape, full)):
-        pad[2 * (2 - axis) + 1] = m - n  # F.pad lists the last axis first
+    fast = settings.two_stage_mode == "fast"
     start = time.perf_counter()
-    volume = F.pad(image.to(runtime.device), pad) if any(pad) else image.to(runtime.device)
-    det_input, seg_input = volume[detector.channels], volume[segmentor.channels]
-    corners = window_starts(full, patch, float(settings.overlap))
-    batch_size = int(settings.batch_size)
-
-    def windows(source: torch.Tensor, chosen: Sequence[tuple[int, int, int]]) -> torch.Tensor:
-        return torch.stack([source[:, x : x + patch[0], y : y + patch[1], z : z + patch[2]] for x, y, z in chosen])
+    windows = _WindowReader(_padded(image.to(runtime.device), full))
+    corners = window_starts(full, patch, 0.0 if fast else float(settings.overlap))
+    detector_batch, batch_size = int(settings.detector_batch_size), int(settings.batch_size)
 
     with torch.inference_mode():
-        logits = []
-        for i in range(0, len(corners), batch_size):
-            logits.append(detector(windows(det_input, corners[i : i + batch_size]), runtime).reshape(-1))
+        logits = [
+            detector(windows(detector, corners[i : i + detector_batch]), runtime).reshape(-1)
+            for i in range(0, len(corners), detector_batch)
+        ]
         logits = torch.cat(logits).cpu() if logits else torch.empty(0)
         kept = [c for c, logit in zip(corners, logits.tolist()) if logit > settings.detector_threshold]
 
-        weights = _weight_map(patch, settings.blend, runtime.device)
-        total = torch.zeros((len(TRAIN_REGIONS), *full), device=runtime.device)
-        norm = torch.zeros(full, device=runtime.device)
+        stitcher = _Stitcher(full, patch, settings, runtime.device)
         for i in range(0, len(kept), batch_size):
             chunk = kept[i : i + batch_size]
-            outputs = segmentor(windows(seg_input, chunk), runtime)
-            if settings.average != "logits":
-                outputs = torch.sigmoid(outputs)
-            for (x, y, z), window in zip(chunk, outputs):
-                region = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
-                total[(slice(None), *region)] += window * weights
-                norm[region] += weights
-        covered = norm > 0
-        total[:, covered] /= norm[covered]
-        if settings.average == "logits":
-            total[:, covered] = torch.sigmoid(total[:, covered])
-        result = total[:, : shape[0], : shape[1], : shape[2]].float().cpu()
+            stitcher.add(chunk, segmentor(windows(segmentor, chunk), runtime))
+        probabilities, covered = stitcher.probabilities(shape)
+        result = probabilities.float().cpu()
     runtime.synchronize()
     seconds = time.perf_counter() - start
 
@@ -317,7 +392,7 @@ def predict_two_stage(
     else:
         n_reference, flops_single_pass, single_pass_model = n_total, flops_dense, f"{segmentor.name} (all windows)"
     record = {
-        "mode": "two_stage",
+        "mode": "two_stage_fast" if fast else "two_stage",
         "seconds": seconds,
         "windows_total": n_total,
         "windows_kept": n_kept,
@@ -330,6 +405,6 @@ def predict_two_stage(
         "flops_segmentor": flops_segmentor,
         "flops_segmentor_all_windows": flops_dense,
         "detector_logit_max": float(logits.max()) if n_total else float("nan"),
-        "voxels_covered_fraction": float(covered[: shape[0], : shape[1], : shape[2]].float().mean()),
+        "voxels_covered_fraction": float(covered.float().mean()),
     }
     return CaseInference(result, record)
