@@ -12,7 +12,9 @@ Reads what a Snakemake run of the study leaves behind, without running anything:
   ``seconds``: time in training steps) and ``inference/<split>.tsv`` (column
   ``seconds``: per-case prediction time).
 
-Per kind of job it reports jobs, summed wall and CPU seconds, the compute
+Per kind of job it reports jobs, summed wall and CPU seconds, CPU/wall (below
+1 for a one-thread job: it waited, for the CPU on a busy machine or for the
+disk), the compute
 seconds the runs measured and the rest, ``overhead = wall - compute``: start-up
 (interpreter, imports of torch / MONAI / MLflow, model building), reading the
 cache, MLflow, writing files (shown as "-" for jobs that keep no clock of their
@@ -25,7 +27,10 @@ DAG updates, the tracking hooks, and the CPU Snakemake's benchmark misses
         [--compare OTHER_RESULTS --compare-log ... --compare-time ...] [--out profile.md]
 
 With ``--compare`` both studies are tabulated side by side (before = RESULTS,
-after = OTHER_RESULTS) with the ratio of their totals.
+after = OTHER_RESULTS) with the ratio of their totals, and their numbers are
+compared file by file: every run's ``metrics/*.tsv``, the subset decision and
+the tables (a table with timings, such as the efficiency table, differs by its
+seconds alone).
 """
 
 from __future__ import annotations
@@ -189,22 +194,24 @@ def _pct(part: float, whole: float) -> str:
 def profile_table(study: Study) -> list[str]:
     """Markdown: one row per kind of job, then the whole command."""
     lines = [
-        "| kind of job | jobs | wall s | CPU s | CPU share | wall/job s | compute s | overhead s | overhead share | max RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| kind of job | jobs | wall s | CPU s | CPU share | wall/job s | CPU/wall | compute s | overhead s | overhead share "
+        "| max RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     total_cpu = study.cpu if study.cpu is not None else study.job_cpu
     for name, k in sorted(study.kinds.items(), key=lambda item: -item[1].cpu):
         overhead = k.wall - k.compute
         lines.append(
             f"| {name} | {k.jobs} | {k.wall:.0f} | {k.cpu:.0f} | {_pct(k.cpu, total_cpu)} | {k.wall / k.jobs:.1f} | "
+            f"{k.cpu / k.wall if k.wall else 0:.2f} | "
             + (f"{k.compute:.0f} | {overhead:.0f} | {_pct(overhead, k.wall)} | " if k.clocked else "- | - | - | ")
             + f"{k.max_rss:.0f} |"
         )
     lines.append(f"| all jobs | {sum(k.jobs for k in study.kinds.values())} | {study.job_wall:.0f} | "
-                 f"{study.job_cpu:.0f} | {_pct(study.job_cpu, total_cpu)} | | | | | |")
+                 f"{study.job_cpu:.0f} | {_pct(study.job_cpu, total_cpu)} | | | | | | |")
     if study.cpu is not None:
         rest = study.cpu - study.job_cpu
-        lines.append(f"| snakemake + other | 1 | | {rest:.0f} | {_pct(rest, study.cpu)} | | | | | |")
+        lines.append(f"| snakemake + other | 1 | | {rest:.0f} | {_pct(rest, study.cpu)} | | | | | | |")
     return lines
 
 
@@ -246,6 +253,24 @@ def comparison(before: Study, after: Study) -> list[str]:
     return lines
 
 
+#: The study's numbers, relative to a results directory: what must not move when only speed changes.
+NUMBERS = ("**/metrics/*.tsv", "selection/*.json", "tables/*.csv")
+
+
+def same_numbers(before: Path, after: Path) -> list[str]:
+    """Markdown lines: which result files are byte-identical between two studies, and which differ."""
+    lines = []
+    for pattern in NUMBERS:
+        names = sorted({p.relative_to(before).as_posix() for p in before.glob(pattern)}
+                       | {p.relative_to(after).as_posix() for p in after.glob(pattern)})
+        differ = [n for n in names if not ((before / n).is_file() and (after / n).is_file()
+                                           and (before / n).read_bytes() == (after / n).read_bytes())]
+        lines.append(f"- `{pattern}`: {len(names) - len(differ)} of {len(names)} files identical"
+                     + (f"; differ or missing on one side: {', '.join(differ[:8])}"
+                        + (f" (+{len(differ) - 8} more)" if len(differ) > 8 else "") if differ else ""))
+    return lines
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -276,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         after = load_study(args.compare, args.compare_log, args.compare_time)
         lines += [f"## {args.compare}", ""] + summary(after) + [""] + profile_table(after) + [""]
         lines += [f"## {args.results} (before) against {args.compare} (after)", ""] + comparison(before, after)
+        lines += ["", "Same numbers:", ""] + same_numbers(args.results, args.compare)
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     if args.out:
