@@ -9,7 +9,7 @@ rule train_modality:
     Writes model.pt (final weights) and best.pt (best validation score, or the
     final weights without validation), then, in the same process (torch and
     MONAI start once), the predictions of val and test with the weights
-    inference.checkpoint names, as the predict rule would. A changed inference
+    inference.checkpoint names, as `brainmets predict` would. A changed inference
     setting re-runs this job: it resumes from the final checkpoint.pt, trains
     no step, rewrites the same weights and predicts again. Here the study's
     U-Net per modality subset; the other training rules (two-stage detector and
