@@ -11,17 +11,17 @@
 #   modality_study.smk  3D U-Net x 15 modality subsets x seeds; subset selection
 #   two_stage.smk       detector + segmentor with the selected subset and all four sequences
 #   baselines.smk       single-pass comparison models, all four sequences
-#   evaluation.smk      prediction of every model (val + test in one job); evaluation of every run
+#   evaluation.smk      prediction of the two-stage model (val + test in one job); evaluation of every run
+#                       (single-pass runs are predicted on val + test by their training job)
 #   ensembles.smk       seed ensembles (+ mirroring, + tuned postprocessing) as Table 2 rows; segment_external
 #   report.smk          tables (CSV + LaTeX) and figures (PNG + PDF), in the report
 #   tracking.smk        after a successful run: every run's outcome and the study summaries into MLflow
 #
 # Every rule calls one `brainmets <verb>` (docs/architecture.md fixes their
 # arguments); rules hold no logic of their own. The four training rules are one
-# rule (train_modality) and the two prediction rules one (predict), reused with
-# `use rule ... as ... with:`. The configuration is validated against
-# src/brainmets/schemas/config.schema.yaml before anything runs; jobs read it,
-# resolved, from <results>/config.resolved.yaml.
+# rule (train_modality), reused with `use rule ... as ... with:`. The
+# configuration is validated against src/brainmets/schemas/config.schema.yaml
+# before anything runs; jobs read it, resolved, from <results>/config.resolved.yaml.
 
 from snakemake.utils import min_version
 

@@ -3,10 +3,11 @@
 * Inside a real Snakemake run, the training process is SIGKILLed once its first
   checkpoint exists; `snakemake --rerun-incomplete` resumes it from that
   checkpoint (not from zero) and it ends with bitwise the weights of an
-  uninterrupted run. The prediction job of the rerun is SIGKILLed while it
-  writes; the next rerun completes, and the metrics equal the uninterrupted
-  run's byte for byte (same config and seed -> same metrics, on CPU); another
-  seed gives other metrics.
+  uninterrupted run. The rerun's training job, predicting once trained, is
+  SIGKILLed while it writes a prediction; the next rerun resumes from the final
+  checkpoint (no step), predicts, and the metrics equal the uninterrupted run's
+  byte for byte (same config and seed -> same metrics, on CPU); another seed
+  gives other metrics.
 * `brainmets predict` / `brainmets evaluate` killed in the middle of a file or
   just before its rename (kill_at.py): a finished-looking file is always
   complete, the earlier result is kept, and the rerun completes.
@@ -117,7 +118,7 @@ def test_killed_jobs_in_snakemake_resume_and_runs_are_deterministic(cohort, tmp_
 
 
 def _killed_and_resumed(work: Path, run_dir: Path, args: list[str], tmp_path: Path) -> None:
-    """Train killed, rerun (resumes; predict killed), rerun (completes), checking each step."""
+    """Train killed, rerun (resumes; killed while it predicts), rerun (completes), checking each step."""
     # 1. SIGKILL the training process once a checkpoint exists
     log1 = tmp_path / "snakemake_1.log"
     proc = _start_snakemake(work, log1, *args)
@@ -134,21 +135,21 @@ def _killed_and_resumed(work: Path, run_dir: Path, args: list[str], tmp_path: Pa
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"]
     assert 2 <= killed_at < ITERATIONS
 
-    # 2. rerun: training resumes at the checkpoint; SIGKILL the prediction job while it writes
+    # 2. rerun: training resumes at the checkpoint, finishes and predicts; SIGKILL it while it writes
     log2 = tmp_path / "snakemake_2.log"
     proc = _start_snakemake(work, log2, *args, "--rerun-incomplete")
     predictions = run_dir / "predictions"
     try:
         wait_for(lambda: predictions.is_dir() and any(predictions.rglob("*.nii.gz")), TIMEOUT_S,
                  "the first prediction file", proc)
-        _sigkill_job(work, "predict", proc)
+        _sigkill_job(work, "train", proc)
         proc.wait(timeout=TIMEOUT_S)
     finally:
         proc.kill()
     out = log2.read_text()
-    assert proc.returncode != 0, "the prediction job finished before the kill: nothing was tested\n" + out
-    assert "Error in rule predict" in out, out
-    assert "Removing output files of failed job predict" in out, out
+    assert proc.returncode != 0, "the training job finished predicting before the kill: nothing was tested\n" + out
+    assert "Error in rule train_modality" in out, out
+    assert "Removing output files of failed job train_modality" in out, out
     train_log = (work / "results/logs/modality/unet/t1c/seed0/train.log").read_text()
     resumed = re.search(r"resuming \S+ from iteration (\d+) of (\d+)", train_log)
     assert resumed, train_log
@@ -162,9 +163,12 @@ def _killed_and_resumed(work: Path, run_dir: Path, args: list[str], tmp_path: Pa
     assert not list(inference.glob("[!.]*")), "an output of the killed job survived under its final name"
     assert all(".part" in p.name for p in inference.glob(".*"))
 
-    # 3. rerun again: everything completes
+    # 3. rerun again: training resumes at its final checkpoint (no step), predicts; everything completes
     run3 = run_snakemake(work, *args, "--rerun-incomplete")
     assert run3.returncode == 0, run3.stdout
+    train_log = (work / "results/logs/modality/unet/t1c/seed0/train.log").read_text()
+    assert re.search(rf"resuming \S+ from iteration {ITERATIONS} of {ITERATIONS}", train_log), train_log
+    assert pd.read_csv(run_dir / "history.tsv", sep="\t")["iteration"].tolist() == list(range(1, ITERATIONS + 1))
     splits = pd.read_csv(work / "results/data/splits.tsv", sep="\t")
     for split in ("val", "test"):
         cases = sorted(splits.loc[splits["split"] == split, "case"])

@@ -27,7 +27,8 @@ def test_default_config_expands_the_whole_study(snakemake):
     assert jobs["train_detector"] == 2 * 3
     assert jobs["train_segmentor"] == 2 * 3
     assert jobs["train_baseline"] == n_baselines * 3
-    assert jobs["predict"] == 45 + n_baselines * 3
+    # single-pass runs are predicted by their training job; the two-stage pair by predict_twostage
+    assert "predict" not in jobs
     assert jobs["predict_twostage"] == 6
     assert jobs["evaluate"] == 2 * (45 + 6 + n_baselines * 3)  # val and test
     for once in ("synthesise", "index", "split", "preprocess", "select_subset", "tables", "figures"):
@@ -45,7 +46,7 @@ def test_paper_config_builds_the_full_dag_without_the_data(snakemake):
     assert jobs["train_detector"] == 6 and jobs["train_segmentor"] == 6
     # Table 2: 11 paper rows (the 3D-UNET reused from the modality study) + nnU-Net ResEnc, 3 seeds each
     assert jobs["train_baseline"] == 11 * 3
-    assert jobs["predict"] == 45 + 33 and jobs["predict_twostage"] == 6
+    assert "predict" not in jobs and jobs["predict_twostage"] == 6
     assert jobs["evaluate"] == 2 * (45 + 6 + 33)
     assert "synthesise" not in jobs
     # per-case preprocessing waits for the index checkpoint; its collector is in the DAG
@@ -95,7 +96,7 @@ def test_every_job_has_a_benchmark_mirroring_its_log(snakemake, configfile):
     assert run.returncode == 0, run.output
     jobs = run.jobs()
     assert {rule for rule, _ in jobs} >= {"train_modality", "train_detector", "train_segmentor", "train_baseline",
-                                          "predict", "predict_twostage", "evaluate", "index", "split",
+                                          "predict_twostage", "evaluate", "index", "split",
                                           "select_subset", "tables", "figures"}
     for rule, fields in jobs:
         if rule == "all":
@@ -151,12 +152,18 @@ def test_prediction_reads_the_chosen_checkpoint(snakemake, tmp_path, choice, wei
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"inference": {"checkpoint": choice}, "seeds": [0],
                                         "tracking": {"enabled": False}}))
-    run = snakemake("-n", "--configfile", str(override), "--forceall")
+    run = snakemake("-n", "--printshellcmds", "--configfile", str(override), "--forceall")
     assert run.returncode == 0, run.output
-    for rule in ("predict", "predict_twostage"):
-        block = run.output.split(f"rule {rule}:")[1].split("\n\n")[0]
-        inputs = block.split("input: ")[1].split("\n")[0]
-        assert f"seed0/{weights}" in inputs and f"seed0/{({'best.pt', 'model.pt'} - {weights}).pop()}" not in inputs
+    block = run.output.split("rule predict_twostage:")[1].split("\n\n")[0]
+    inputs = block.split("input: ")[1].split("\n")[0]
+    assert f"seed0/{weights}" in inputs and f"seed0/{({'best.pt', 'model.pt'} - {weights}).pop()}" not in inputs
+    # single-pass runs: their training job predicts val and test with the chosen file
+    for rule in ("train_modality", "train_baseline"):
+        command = run.output.split(f"rule {rule}:")[1].split("brainmets train ")[1].split("\n")[0]
+        assert f"--predict val test --predict-weights {weights}" in command, command
+    for rule in ("train_detector", "train_segmentor"):
+        command = run.output.split(f"rule {rule}:")[1].split("brainmets train ")[1].split("\n")[0]
+        assert "--predict" not in command, command
 
 
 @pytest.mark.parametrize(

@@ -113,20 +113,22 @@ def test_reduced_study_runs_end_to_end(snakemake):
     assert "Nothing to be done" in again.output, again.output
 
     # a changed inference setting re-predicts, re-evaluates and re-reports; it retrains only what
-    # depends on the re-made subset decision (the two-stage model on `selected`)
+    # depends on the re-made subset decision (the two-stage model on `selected`); the single-pass runs
+    # predict in their training jobs, which rerun, resume from the final checkpoint.pt and train no step
+    # (tests/training/test_train_predict.py)
     # (a file, not --config inference={...}: Snakemake reads nested --config values as strings)
     overlap = snakemake.workdir / "overlap.yaml"
     overlap.write_text("inference: {overlap: 0.5, batch_size: 8, detector_threshold: 0.0}\n")
     changed = snakemake("--configfile", str(REDUCED), str(overlap), "-n", "--quiet", "rules")
     assert changed.returncode == 0, changed.output
     jobs = changed.job_counts()
-    assert jobs["predict"] == 3 and jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10
-    assert "train_modality" not in jobs and "train_baseline" not in jobs, jobs
+    assert jobs["train_modality"] == 2 and jobs["train_baseline"] == 1, jobs
+    assert jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10 and "predict" not in jobs
     assert jobs["select_subset"] == 1 and jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1
     assert "synthesise" not in jobs and "preprocess" not in jobs
 
     # choosing the final instead of the best weights re-predicts (model.pt is an input now), never
-    # retrains: training wrote both files (here without validation, best.pt = the final weights)
+    # trains a step: training wrote both files (here without validation, best.pt = the final weights)
     for run_dir in RUNS[:2]:
         assert json.loads((results / run_dir / "checkpoints.json").read_text())["best"]["basis"].startswith("final")
     assert pd.read_csv(results / RUNS[0] / "inference" / "val.tsv", sep="\t")["checkpoint"].eq("best.pt").all()
@@ -135,8 +137,10 @@ def test_reduced_study_runs_end_to_end(snakemake):
     chosen = snakemake("--configfile", str(REDUCED), str(final), "-n", "--quiet", "rules")
     assert chosen.returncode == 0, chosen.output
     jobs = chosen.job_counts()
-    assert jobs["predict"] == 3 and jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10
-    assert "train_modality" not in jobs and "train_baseline" not in jobs, jobs
+    assert jobs["predict_twostage"] == 2 and jobs["evaluate"] == 10 and "predict" not in jobs
+    assert jobs["train_modality"] == 2 and jobs["train_baseline"] == 1, jobs
+    # the two-stage model retrains only on `selected` (the re-made decision), as above
+    assert jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1, jobs
 
 
 def _failure_report(run, results: Path) -> str:

@@ -1,12 +1,17 @@
 # Baselines: single-pass models (baselines.models) trained on baselines.subset
 # (all four sequences by default) x seeds, exactly as the modality study's
-# U-Net; prediction and evaluation: evaluation.smk.
+# U-Net (predicted on val and test by the training job); evaluation: evaluation.smk.
 
 
 use rule train_modality as train_baseline with:
     output:
         model=f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/model.pt",
         best=f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/best.pt",
+        predictions=directory(f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/predictions"),
+        inference=expand(
+            f"{RESULTS}/baselines/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
     params:
         study="baselines",
     log:

@@ -119,6 +119,8 @@ BASELINE_MODELS = trained_baselines(config)
 BASELINE_SUBSET = config["baselines"]["subset"]
 #: the weights the prediction rules read (inference.checkpoint); training writes both
 PREDICT_WEIGHTS = {"best": "best.pt", "final": "model.pt"}[config["inference"]["checkpoint"]]
+#: `brainmets train` arguments of the single-pass runs: predict val and test in the training job
+PREDICT_ARGS = f"--predict {' '.join(EVAL_SPLITS)} --predict-weights {PREDICT_WEIGHTS}"
 
 
 wildcard_constraints:

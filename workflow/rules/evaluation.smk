@@ -1,54 +1,18 @@
-# Inference of every model (single-pass models of the modality study and the
-# baselines; the two-stage model's detector + segmentor together) and the
-# evaluation of every prediction (all studies, val and test).
+# Inference of the two-stage model (detector + segmentor together; the
+# single-pass models are predicted by their training jobs) and the evaluation
+# of every prediction (all studies, val and test).
 #
-# Job granularity: one predict job per run covers both splits (torch + MONAI
-# are imported once, ~5 s); evaluation imports neither (torch-free verb).
+# Job granularity: one prediction job per two-stage run covers both splits
+# (torch + MONAI are imported once, ~5 s CPU); evaluation imports neither
+# (torch-free verb).
 
 
-rule predict:
-    """Predict val and test with one model (predict_twostage: the segmentor only on windows the detector keeps).
+rule predict_twostage:
+    """Predict val and test with the two-stage model: the segmentor only on windows the detector keeps.
 
     Reads the weights inference.checkpoint names (best.pt or model.pt, both written by training), so
     changing that choice re-runs prediction and what follows, never training.
     """
-    input:
-        model=f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
-        cache=CACHE_DONE,
-        splits=SPLITS_TSV,
-    output:
-        predictions=directory(f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/predictions"),
-        inference=expand(
-            f"{RESULTS}/{{{{study}}}}/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-    wildcard_constraints:
-        study="modality|baselines",
-    params:
-        config=resolved_config,
-        cache=cache_dir,
-        out_dir=out_dir,
-        detector=detector_arg,
-        splits=EVAL_SPLITS,
-        inference=config["inference"],
-    threads: RES["predict"]["threads"]
-    resources:
-        mem_mb=RES["predict"]["mem_mb"],
-        runtime=RES["predict"]["runtime"],
-        gpu=RES["predict"]["gpu"],
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/predict.log",
-    benchmark:
-        f"{BENCHMARKS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/predict.tsv"
-    shell:
-        "brainmets predict --config {params.config} --model {input.model} {params.detector} "
-        "--cache {params.cache} --splits {input.splits} --split {params.splits} "
-        "--out-dir {params.out_dir} --no-progress > {log} 2>&1"
-
-
-use rule predict as predict_twostage with:
     input:
         model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
         detector=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
@@ -60,10 +24,27 @@ use rule predict as predict_twostage with:
             f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
             split=EVAL_SPLITS,
         ),
+    params:
+        config=resolved_config,
+        cache=cache_dir,
+        out_dir=out_dir,
+        splits=EVAL_SPLITS,
+        inference=config["inference"],
+    threads: RES["predict"]["threads"]
+    resources:
+        mem_mb=RES["predict"]["mem_mb"],
+        runtime=RES["predict"]["runtime"],
+        gpu=RES["predict"]["gpu"],
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.log",
     benchmark:
         f"{BENCHMARKS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.tsv"
+    shell:
+        "brainmets predict --config {params.config} --model {input.model} --detector {input.detector} "
+        "--cache {params.cache} --splits {input.splits} --split {params.splits} "
+        "--out-dir {params.out_dir} --no-progress > {log} 2>&1"
 
 
 rule evaluate:

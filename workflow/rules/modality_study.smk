@@ -1,22 +1,31 @@
 # Modality impact study: the 3D U-Net (modality_study.model) trained on each
-# modality subset (all 15 by default) x seeds, then the subset selection.
-# Prediction and evaluation of these runs: evaluation.smk.
+# modality subset (all 15 by default) x seeds, each predicted on val and test
+# by its training job, then the subset selection. Evaluation: evaluation.smk.
 
 
 rule train_modality:
-    """Train one network on one subset and seed (resumes from checkpoint.pt).
+    """Train one network on one subset and seed (resumes from checkpoint.pt), then predict val and test.
 
     Writes model.pt (final weights) and best.pt (best validation score, or the
-    final weights without validation); the prediction rules read the one
-    inference.checkpoint names. Here the study's U-Net per modality subset; the other training rules
-    (two-stage detector and segmentor, baselines) are this rule with their own
-    outputs and params (`use rule train_modality as ...`).
+    final weights without validation), then, in the same process (torch and
+    MONAI start once), the predictions of val and test with the weights
+    inference.checkpoint names, as `brainmets predict` would. A changed inference
+    setting re-runs this job: it resumes from the final checkpoint.pt, trains
+    no step, rewrites the same weights and predicts again. Here the study's
+    U-Net per modality subset; the other training rules (two-stage detector and
+    segmentor, which predict together in predict_twostage; baselines) are this
+    rule with their own outputs and params (`use rule train_modality as ...`).
     """
     input:
         unpack(get_train_inputs),
     output:
         model=f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/model.pt",
         best=f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/best.pt",
+        predictions=directory(f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/predictions"),
+        inference=expand(
+            f"{RESULTS}/modality/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
     params:
         config=resolved_config,
         cache=cache_dir,
@@ -26,6 +35,8 @@ rule train_modality:
         selection=selection_arg,
         detector=detector_arg,
         settings=model_settings,
+        predict=PREDICT_ARGS,
+        inference=config["inference"],
     threads: RES["train"]["threads"]
     resources:
         mem_mb=RES["train"]["mem_mb"],
@@ -44,7 +55,7 @@ rule train_modality:
         "exec brainmets train --attempt {resources.attempt} --config {params.config} --study {params.study} --model {params.model} "
         "--subset {wildcards.subset} {params.selection} {params.detector} --seed {wildcards.seed} "
         "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
-        "--threads {threads} --no-progress > {log} 2>&1"
+        "--threads {threads} {params.predict} --no-progress > {log} 2>&1"
 
 
 rule select_subset:

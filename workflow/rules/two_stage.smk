@@ -2,7 +2,8 @@
 # twostage.subsets (`selected` = the modality study's decision, read from
 # selection/modality.json; canonical keys such as all four) x seeds, as the
 # modality study's training rule with the configured detector and segmentor
-# models. Predicted together (the segmentor runs only on windows the detector
+# models. Neither predicts on its own (params predict and inference empty):
+# they are predicted together (the segmentor runs only on windows the detector
 # keeps) into twostage/combined/<subset>/seed<k>/ by evaluation.smk, which
 # also evaluates it.
 
@@ -15,6 +16,8 @@ use rule train_modality as train_detector with:
         study="twostage",
         model=DETECTOR,
         settings=twostage_settings,
+        predict="",
+        inference=None,
     log:
         f"{LOGS}/twostage/detector/{{subset}}/seed{{seed}}/train.log",
     benchmark:
@@ -33,6 +36,8 @@ use rule train_modality as train_segmentor with:
         study="twostage",
         model=SEGMENTOR,
         settings=twostage_settings,
+        predict="",
+        inference=None,
     log:
         f"{LOGS}/twostage/segmentor/{{subset}}/seed{{seed}}/train.log",
     benchmark:

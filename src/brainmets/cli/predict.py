@@ -29,25 +29,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from brainmets.config import load_config
-    from brainmets.inference import InferenceSettings, predict_splits
 
     config = load_config(args.config) if args.config is not None else None
+    predict_and_report(config, args.model, args.cache, args.splits, args.split, args.out_dir,
+                       detector=args.detector, device=args.device, progress=not args.no_progress)
+    return 0
+
+
+def predict_and_report(config: dict | None, model: Path, cache: Path, splits_table: Path, splits: list[str],
+                       out_dir: Path, detector: Path | None = None, device: str | None = None,
+                       progress: bool = True) -> None:
+    """Predict ``splits`` into ``out_dir`` and print one summary line per split (also `brainmets train --predict`)."""
+    import dataclasses
+
+    from brainmets.inference import InferenceSettings, predict_splits
+
     settings = InferenceSettings.from_config(config)
-    if args.device:
-        settings = dataclasses.replace(settings, device=args.device)
+    if device:
+        settings = dataclasses.replace(settings, device=device)
     tables = predict_splits(
-        model_path=args.model,
-        cache_dir=args.cache,
-        splits_path=args.splits,
-        splits=args.split,
-        out_dir=args.out_dir,
+        model_path=model,
+        cache_dir=cache,
+        splits_path=splits_table,
+        splits=splits,
+        out_dir=out_dir,
         settings=settings,
-        detector_path=args.detector,
+        detector_path=detector,
         config=config,
-        progress=not args.no_progress,
+        progress=progress,
     )
     for split, table in tables.items():
         print(
@@ -55,4 +65,3 @@ def run(args: argparse.Namespace) -> int:
             f"mean kept fraction {table['fraction_kept'].mean():.3f}, "
             f"{table['flops'].sum() / 1e12:.3f} TFLOP (single-pass {table['flops_single_pass'].sum() / 1e12:.3f})"
         )
-    return 0

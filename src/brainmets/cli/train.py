@@ -21,11 +21,17 @@ DESCRIPTION = (
     "Chains of batch jobs (--attempt, Snakemake's attempt number): an error writes RUN_DIR/failed.txt; a later "
     "attempt of the same chain (--attempt 2 or more) then stops at once with that error instead of training "
     "again, so a chain sized for a long training does not loop on a bug or bad input. Attempt 1 (a new "
-    "Snakemake run, e.g. after the fix) removes the record and trains."
+    "Snakemake run, e.g. after the fix) removes the record and trains. "
+    "--predict SPLIT...: once the run is complete (trained now or before), predict those splits in the same "
+    "process with the weights --predict-weights names, writing what `brainmets predict --out-dir RUN_DIR` "
+    "writes (RUN_DIR/predictions/<split>/, RUN_DIR/inference/<split>.tsv): the workflow's single-pass runs "
+    "save a second start-up of torch and MONAI this way. A run stopped before the end predicts nothing."
 )
 
 #: The error that ended a training, in its run directory, for the later jobs of the same chain.
 FAILURE_RECORD = "failed.txt"
+#: The weights a finished run holds (brainmets.training.loop): final, and best by validation (or final).
+PREDICT_WEIGHTS = ("best.pt", "model.pt")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attempt", type=int, default=1, metavar="N",
                         help="which job of a chain this is (Snakemake's attempt, 1 = first): from 2 on, an error "
                         f"recorded in RUN_DIR/{FAILURE_RECORD} by an earlier job is raised again without training")
+    parser.add_argument("--predict", nargs="+", metavar="SPLIT", default=None,
+                        help="after training, predict these splits (e.g. val test) into RUN_DIR, as brainmets predict")
+    parser.add_argument("--predict-weights", choices=sorted(PREDICT_WEIGHTS), default="best.pt",
+                        help="with --predict: the weights to predict with (the config's inference.checkpoint; "
+                        "default best.pt)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,4 +119,9 @@ def _train(args: argparse.Namespace, config: dict) -> int:
         resumed = f" (resumed at iteration {result.start_iteration})" if result.start_iteration else ""
         print(f"trained {args.model} on {subset}, seed {args.seed}: {result.iteration} iterations{resumed}; "
               f"wrote {Path(args.out_dir) / 'model.pt'}")
+    if args.predict:
+        from brainmets.cli.predict import predict_and_report
+
+        predict_and_report(config, Path(args.out_dir) / args.predict_weights, Path(args.cache), Path(args.splits),
+                           args.predict, Path(args.out_dir), progress=not args.no_progress)
     return 0
