@@ -12,7 +12,9 @@ weights (one seed per ensemble member): the time does not depend on what a
 network has learnt. Inference settings: the default config's (overlap 0.25,
 batch 8), CPU. The three configurations run in the same process, in turn, so
 the ratios to the single model are what matters; each is repeated
-``--repeats`` times and the median kept.
+``--repeats`` times and the median kept. The report (CPU model from
+/proc/cpuinfo, load average before and after each configuration) is rewritten
+after every configuration, so a run stopped early keeps what it measured.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_segment.py [--repeats 1] [--out benchmarks/results/segment.json]
 """
@@ -20,6 +22,7 @@ the ratios to the single model are what matters; each is repeated
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,7 +34,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = "t1c+t1n+t2f"
@@ -48,6 +50,7 @@ def synth_case(root: Path) -> tuple[str, dict[str, Path]]:
 
 
 def main(argv=None) -> int:
+    from brainmets.config import load_config
     from brainmets.constants import parse_subset, subset_channels
     from brainmets.inference import InferenceSettings
     from brainmets.inference.engine import inference_runtime, prepare_network
@@ -59,9 +62,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "segment.json")
     args = parser.parse_args(argv)
 
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = load_config(REPO / "config.yaml")
     spec = config["models"]["unet"]
-    settings = InferenceSettings(device="cpu", **config["inference"])
+    settings = dataclasses.replace(InferenceSettings.from_config(config), device="cpu")
     runtime = inference_runtime(settings)
     cin = len(subset_channels(SUBSET))
 
@@ -79,38 +82,44 @@ def main(argv=None) -> int:
         "3-seed ensemble": SegmentationModel(members, card, settings, runtime, mirror=False),
         "3-seed ensemble + mirroring": SegmentationModel(members, card, settings, runtime, mirror=True),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        case, files = synth_case(Path(tmp))
-        load_start = os.getloadavg()
-        seconds = {name: [] for name in configurations}
-        for _ in range(args.repeats):
-            for name, model in configurations.items():
-                start = time.perf_counter()
-                result = segment_case(case, files, model)
-                seconds[name].append(time.perf_counter() - start)
-                print(f"{name}: {seconds[name][-1]:.1f} s", flush=True)
-        shape = list(result.labels.shape)
-    median = {name: statistics.median(values) for name, values in seconds.items()}
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_name = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                      platform.processor())
     report = {
-        "case": case,
-        "shape": shape,
         "network": {"unet": spec, "weights": "random (untrained), one torch seed per member"},
-        "inference": config["inference"],
-        "cpu": f"{model_name}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "load_average_start": load_start,
-        "load_average_end": os.getloadavg(),
+        "inference": dataclasses.asdict(settings),
+        "cpu": f"{cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "repeats": args.repeats,
-        "seconds": seconds,
-        "median_seconds": median,
-        "ratio_to_one_model": {name: value / median["one model"] for name, value in median.items()},
+        "seconds": {},
+        "load_average": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        case, files = synth_case(Path(tmp))
+        report["case"] = case
+        # Interleaved repeats: a change of load during the run touches every configuration.
+        for _ in range(args.repeats):
+            for name, model in configurations.items():
+                before = os.getloadavg()
+                start = time.perf_counter()
+                result = segment_case(case, files, model)
+                report["seconds"].setdefault(name, []).append(time.perf_counter() - start)
+                report["load_average"].setdefault(name, []).append({"before": before, "after": os.getloadavg()})
+                print(f"{name}: {report['seconds'][name][-1]:.1f} s", flush=True)
+                report["shape"] = list(result.labels.shape)
+                median = {key: statistics.median(values) for key, values in report["seconds"].items()}
+                report["median_seconds"] = median
+                report["ratio_to_one_model"] = {key: value / median["one model"] for key, value in median.items()}
+                args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (the platform's processor string elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor())
 
 
 if __name__ == "__main__":

@@ -53,16 +53,6 @@ from brainmets.errors import BrainmetsError
 #: The JSON schema shipped inside the package.
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 
-#: Resources of each kind of job when the config leaves a key out. Sized for the
-#: embedded CPU default; the paper config raises runtime/mem and asks for GPUs.
-RESOURCE_DEFAULTS: dict[str, dict[str, int]] = {
-    "data": {"threads": 2, "mem_mb": 4000, "runtime": 60},
-    "train": {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0},
-    "predict": {"threads": 1, "mem_mb": 4000, "runtime": 30, "gpu": 0},
-    "evaluate": {"threads": 1, "mem_mb": 4000, "runtime": 30},
-    "report": {"threads": 1, "mem_mb": 4000, "runtime": 30},
-}
-
 _FRACTION_TOLERANCE = 1e-6
 
 
@@ -409,10 +399,6 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             "config key selection.split is 'val' but data.split.fractions gives the validation "
             "split no cases; give val a fraction > 0, or set selection.override"
         )
-
-    resources = config["resources"]
-    for kind, defaults in RESOURCE_DEFAULTS.items():
-        resources[kind] = {**defaults, **(resources.get(kind) or {})}
     return problems
 
 

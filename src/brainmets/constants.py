@@ -31,6 +31,10 @@ TRAIN_REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
+#: The weights file of a finished run for each ``inference.checkpoint`` choice: training
+#: writes both (and checkpoints.json, keyed the same way, with their iteration and score).
+CHECKPOINT_FILES: dict[str, str] = {"best": "best.pt", "final": "model.pt"}
+
 
 def subset_key(modalities: Iterable[str]) -> str:
     """Canonical key of a modality subset: validated, de-duplicated, sorted, '+'-joined."""

@@ -13,6 +13,7 @@ partition `debug`, account `root`, no GPU (the node has none), short status-chec
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -222,8 +223,15 @@ def _failure_report(run: subprocess.CompletedProcess, workdir: Path, cluster) ->
 CHAIN = REPO / "tests" / "cluster" / "chain.yaml"
 MODEL = "results/modality/unet/t1c/seed0/model.pt"
 RUN_DIR = "results/modality/unet/t1c/seed0"
-#: 2,000 iterations in 3-minute jobs, one of them cancelled: a handful of jobs of up to ~3 min.
-CHAIN_RUN_TIMEOUT_S = 1200
+#: Seconds of training steps, at the speed measured just before, that the chained training
+#: needs: twice the most a 3-minute job warned 60 s ahead can train (120 s), so that the run
+#: outlasts one job even on a machine that turns twice as fast as measured.
+CHAIN_TRAINING_S = 240
+#: The timed local run: steady speed between these iterations (the first steps warm up).
+CALIBRATION_ITERATIONS = (100, 300)
+#: The data jobs, one cancelled job, then jobs that may train as little as ~20 s each
+#: (warned up to 60 s early, 10-40 s starting): a bound for a hung run, not an expected time.
+CHAIN_RUN_TIMEOUT_S = 2400
 #: Polls of a running Snakemake (each bounded by its own timeout), every POLL_S seconds.
 POLL_S = 1.0
 
@@ -239,13 +247,39 @@ def test_profile_chains_trainings():
         assert re.search(r"--signal=TERM@\d+", extra), (rule, extra)
 
 
-def _chain_command(workdir: Path, cluster, extra: list[str], timeout_s: int) -> list[str]:
+def _chain_command(workdir: Path, cluster, configs: list[Path], extra: list[str], timeout_s: int) -> list[str]:
     return snakemake_command(
         workdir,
-        ["--workflow-profile", str(PROFILE_DIR), "--configfile", str(REDUCED), str(CHAIN),
+        ["--workflow-profile", str(PROFILE_DIR), "--configfile", str(REDUCED), *map(str, configs),
          *site_overrides(cluster.partition, cluster.account, signal_lead_s=60), *extra, MODEL],
         timeout_s,
     )
+
+
+def calibrated_iterations(workdir: Path, env: dict[str, str], scratch: Path) -> int:
+    """Iterations (in hundreds) whose training steps take CHAIN_TRAINING_S on this machine now.
+
+    The chain's training (workdir's resolved config, one thread as in its jobs, no MLflow)
+    runs locally for CALIBRATION_ITERATIONS[1] iterations on workdir's prepared data; its
+    history.tsv times the steps. Data loading and checkpoints are outside that time, so the
+    estimate errs toward more iterations: a longer chain, never a shorter one.
+    """
+    config = yaml.safe_load((workdir / "results" / "config.resolved.yaml").read_text())
+    config["tracking"]["enabled"] = False
+    (scratch / "config.yaml").write_text(yaml.safe_dump(config))
+    first, last = CALIBRATION_ITERATIONS
+    timed = subprocess.run(
+        [str(SNAKEMAKE.parent / "brainmets"), "train", "--config", str(scratch / "config.yaml"),
+         "--study", "modality", "--model", "unet", "--subset", "t1c", "--seed", "0",
+         "--cache", str(workdir / "results" / "data" / "preprocessed"),
+         "--splits", str(workdir / "results" / "data" / "splits.tsv"), "--out-dir", str(scratch / "run"),
+         "--iterations", str(last), "--threads", "1", "--no-progress"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=LOCAL_RUN_TIMEOUT_S)
+    assert timed.returncode == 0, (timed.stdout + timed.stderr)[-6000:]
+    rows = [line.split("\t") for line in (scratch / "run" / "history.tsv").read_text().splitlines()]
+    seconds = {int(row[0]): float(row[rows[0].index("seconds")]) for row in rows[1:]}
+    per_second = (last - first) / (seconds[last] - seconds[first])
+    return 100 * math.ceil(CHAIN_TRAINING_S * per_second / 100)
 
 
 def _training_jobs(cluster, output: str) -> list[dict[str, str]]:
@@ -267,10 +301,9 @@ def _history_iterations(run_dir: Path) -> list[int]:
 def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(slurm_cluster, tmp_path):
     """3-minute jobs with the warning 60 s ahead; the first job is scancel'ed mid-run (preemption).
 
-    On a slow or busy machine the rest needs more than one job and chains through the warning;
-    on an idle one the job after the preemption finishes it (only the preemption is then proven).
-
-    The chain resumes each time from checkpoint.pt and ends with the weights of an uninterrupted
+    The training is sized on this machine (calibrated_iterations) to outlast a job after the
+    preemption, so the chain goes through the warning at least once whatever the CPU's speed.
+    It resumes each time from checkpoint.pt and ends with the weights of an uninterrupted
     local run, bit for bit; history.tsv has every row once; MLflow holds one run.
     """
     import mlflow
@@ -279,20 +312,31 @@ def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(sl
     from brainmets.tracking import experiment_name
 
     env = snakemake_env(slurm_cluster.env())
-    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
+    slurm_dir, local_dir, scratch = tmp_path / "slurm", tmp_path / "local", tmp_path / "calibration"
     local_dir.mkdir()
+    scratch.mkdir()
+    prepared = subprocess.run(
+        snakemake_command(local_dir, ["--configfile", str(REDUCED), str(CHAIN), "--cores", "2",
+                                      "results/data/preprocessed.done", "results/data/splits.tsv"],
+                          LOCAL_RUN_TIMEOUT_S),
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=LOCAL_RUN_TIMEOUT_S + 30)
+    assert prepared.returncode == 0, (prepared.stdout + prepared.stderr)[-6000:]
+    iterations = calibrated_iterations(local_dir, env, scratch)
+    sized = tmp_path / "iterations.yaml"
+    sized.write_text(yaml.safe_dump({"training": {"segmentation": {"iterations": iterations}}}))
+
     local_log = local_dir / "snakemake.out"
     with open(local_log, "w") as out:
         local = subprocess.Popen(
-            snakemake_command(local_dir, ["--configfile", str(REDUCED), str(CHAIN), "--cores", "1", MODEL],
-                              CHAIN_RUN_TIMEOUT_S),
+            snakemake_command(local_dir, ["--configfile", str(REDUCED), str(CHAIN), str(sized), "--cores", "1",
+                                          MODEL], CHAIN_RUN_TIMEOUT_S),
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
     slurm_dir.mkdir()
     slurm_log = slurm_dir / "snakemake.out"
     with open(slurm_log, "w") as out:
         # squeue: with sacct, plugin 2.8.0 never sees a cancelled job end (README, "Preemption").
-        chain = subprocess.Popen(_chain_command(slurm_dir, slurm_cluster, ["--preemptible-retries", "8",
-                                                                           "--slurm-status-command", "squeue"],
+        chain = subprocess.Popen(_chain_command(slurm_dir, slurm_cluster, [CHAIN, sized],
+                                                ["--preemptible-retries", "20", "--slurm-status-command", "squeue"],
                                                 CHAIN_RUN_TIMEOUT_S),
                                  stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
     try:
@@ -331,16 +375,14 @@ def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(sl
     states = [job["State"] for job in jobs]
     assert jobs[0]["JobIDRaw"] == cancelled and states[0].startswith("CANCELLED"), jobs
     assert states[-1] == "COMPLETED", jobs
-    # Jobs between the cancelled one and the last ended at the time limit's warning. How many
-    # depends on the machine's speed: an idle core trains the rest within one job (seen in CI).
-    assert len(jobs) >= 2 and all(state in {"FAILED", "TIMEOUT"} for state in states[1:-1]), jobs
+    assert len(jobs) >= 3 and all(state in {"FAILED", "TIMEOUT"} for state in states[1:-1]), (iterations, jobs)
     for job in jobs[:-1]:
         # The training itself saved and said "resume me" (it got the signal, it was not killed first).
         [log] = (slurm_dir / ".snakemake" / "slurm_logs" / "rule_train_modality").rglob(f"{job['JobIDRaw']}.log")
         assert "returned non-zero exit status 75" in log.read_text(errors="replace"), (job, log.read_text()[-3000:])
 
     # --- one history row per logged iteration, none missing, none repeated
-    assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, 5001, 10))
+    assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, iterations + 1, 10))
 
     # --- bit for bit the weights of the uninterrupted local run
     a = torch.load(slurm_dir / MODEL, weights_only=True)["state_dict"]
@@ -369,7 +411,7 @@ def test_a_real_error_in_a_chained_training_is_trained_once(slurm_cluster, tmp_p
         cached.write_bytes(b"not a numpy file")
 
     resubmissions = 2
-    run = subprocess.run(_chain_command(workdir, slurm_cluster, ["--preemptible-retries", str(resubmissions)],
+    run = subprocess.run(_chain_command(workdir, slurm_cluster, [CHAIN], ["--preemptible-retries", str(resubmissions)],
                                         SLURM_RUN_TIMEOUT_S),
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=SLURM_RUN_TIMEOUT_S + 30)
     output = run.stdout + run.stderr

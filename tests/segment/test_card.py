@@ -27,7 +27,10 @@ def test_card_of_a_run_from_its_files(trained):
     assert card["preprocessing"]["spacing_mm"] is None  # the training cache kept the native grid
     assert card["training"]["seed"] == 1 and card["training"]["iterations"] == 4
     assert card["training"]["config_sha256"] == hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()
-    assert card["checkpoint"]["sha256"] == hashlib.sha256((run / "model.pt").read_bytes()).hexdigest()
+    chosen = json.loads((run / "checkpoints.json").read_text())
+    for choice, name in (("final", "model.pt"), ("best", "best.pt")):
+        assert card["checkpoints"][choice] == {**chosen[choice], "file": name,
+                                               "sha256": hashlib.sha256((run / name).read_bytes()).hexdigest()}
     assert card["metrics"] == {}  # not evaluated
     assert {"python", "torch", "monai", "brainmets"} <= set(card["software"])
     assert build_run_card(trained.runs["detector"])["network"]["outputs"] == ["tumour-in-window logit"]
@@ -48,7 +51,7 @@ def test_card_summarises_metrics_and_is_rewritten_by_the_verb(tmp_path, trained)
     assert card["metrics"]["val"]["mean_by_region"]["WT"]["legacy_dice"] == pytest.approx(0.7)
     assert card["metrics"]["val"]["mean_by_region"]["ET"]["legacy_hd95"] is None  # not finite
     assert "test" not in card["metrics"]
-    assert read_run_card(run) == card
+    assert read_run_card(run, "best") == {**card, "checkpoint": {"choice": "best", **card["checkpoints"]["best"]}}
 
 
 def test_card_needs_the_spacing_once_the_cache_is_gone(tmp_path, trained, capsys):
@@ -61,22 +64,33 @@ def test_card_needs_the_spacing_once_the_cache_is_gone(tmp_path, trained, capsys
     assert "--spacing" in capsys.readouterr().err
     assert not (run / "model.json").exists()
     with pytest.raises(BrainmetsError, match="--spacing"):
-        read_run_card(run)
+        read_run_card(run, "best")
     assert cli_main(["card", str(run), "--native"]) == 0
-    assert read_run_card(run)["preprocessing"]["spacing_mm"] is None
+    assert read_run_card(run, "best")["preprocessing"]["spacing_mm"] is None
 
 
 def test_not_a_run(tmp_path, trained):
     with pytest.raises(BrainmetsError, match="not found"):
-        read_run_card(tmp_path / "nothing")
+        read_run_card(tmp_path / "nothing", "best")
     (tmp_path / "empty").mkdir()
     with pytest.raises(BrainmetsError, match="no model.pt"):
-        read_run_card(tmp_path / "empty")
+        read_run_card(tmp_path / "empty", "final")
     run = tmp_path / "run"
     shutil.copytree(trained.runs["unet0"], run)
     (run / "model.json").write_text("{}")
     with pytest.raises(BrainmetsError, match="not a run's model card"):
-        read_run_card(run)
+        read_run_card(run, "best")
+
+
+def test_a_run_without_the_chosen_weights(tmp_path, trained):
+    run = tmp_path / "run"
+    shutil.copytree(trained.runs["unet0"], run)
+    (run / "best.pt").unlink()
+    with pytest.raises(BrainmetsError, match=r"holds no best\.pt, the weights inference\.checkpoint: best names"):
+        read_run_card(run, "best")
+    assert read_run_card(run, "final")["checkpoint"]["file"] == "model.pt"
+    with pytest.raises(BrainmetsError, match="inference.checkpoint is 'last'"):
+        read_run_card(run, "last")
 
 
 def test_a_moved_run_keeps_its_card(tmp_path, trained):
@@ -85,5 +99,5 @@ def test_a_moved_run_keeps_its_card(tmp_path, trained):
     assert cli_main(["card", str(first)]) == 0
     moved = tmp_path / "moved"
     first.rename(moved)
-    card = read_run_card(moved)
+    card = read_run_card(moved, "final")
     assert card["run_dir"] == str(moved.resolve()) and card["training"]["seed"] == 2

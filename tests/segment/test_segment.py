@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
 import re
@@ -11,13 +13,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from brainmets.cli import main as cli_main
 from brainmets.config import validate_section
-from brainmets.constants import LABELS
+from brainmets.constants import CHECKPOINT_FILES, LABELS
 from brainmets.data.preprocess import load_case, preprocess_unlabelled, probabilities_to_original_grid
 from brainmets.errors import BrainmetsError
 from brainmets.inference import InferenceSettings, predict_single_pass, predict_splits
+from brainmets.inference.card import weights_path
 from brainmets.inference.labels import regions_to_labels
 from brainmets.inference.segment import (
     COLOUR_TABLE,
@@ -27,6 +31,7 @@ from brainmets.inference.segment import (
     segment_case,
 )
 
+from ..training.conftest import TINY_CONFIG
 from .conftest import CASES, NEW
 
 SETTINGS = InferenceSettings(**validate_section("inference", {"batch_size": 4, "device": "cpu"}))
@@ -77,11 +82,47 @@ def test_same_preprocessing_and_labels_as_the_study_path(tmp_path, trained, new_
 
     splits = tmp_path / "splits.tsv"
     splits.write_text(f"case\tsplit\n{case}\ttest\n")
-    predict_splits(trained.runs["unet0"] / "model.pt", trained.cache, splits, ["test"], tmp_path / "predict",
+    predict_splits(weights_path(trained.runs["unet0"], SETTINGS.checkpoint), trained.cache, splits, ["test"], tmp_path / "predict",
                    SETTINGS, progress=False)
     expected = np.asanyarray(nib.load(tmp_path / "predict" / "predictions" / "test" / f"{case}.nii.gz").dataobj)
     result = segment_case(case, files, model(trained, "unet0"))
     np.testing.assert_array_equal(result.labels, expected)
+
+
+@pytest.mark.parametrize(("checkpoint", "source", "other"), [("best", "unet1", "unet0"), ("final", "unet0", "unet1")])
+def test_each_run_contributes_the_weights_inference_checkpoint_names(tmp_path, trained, new_cases, checkpoint,
+                                                                     source, other):
+    """As the study's predict rule: best -> best.pt, final -> model.pt, through the API, --config and --checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(trained.runs["unet0"], run)
+    shutil.copy(trained.runs["unet1"] / "best.pt", run / "best.pt")  # best and final now hold different weights
+    files = find_cases(new_cases)
+
+    def probabilities(runs, settings):
+        net = load_model(runs, settings=settings, mirror=False)
+        return {case: segment_case(case, files[case], net) for case in NEW}
+
+    got = probabilities([run], dataclasses.replace(SETTINGS, checkpoint=checkpoint))
+    expected = probabilities([trained.runs[source]], SETTINGS)
+    unexpected = probabilities([trained.runs[other]], SETTINGS)
+    for case in NEW:
+        np.testing.assert_array_equal(got[case].probabilities, expected[case].probabilities)
+        assert not np.allclose(got[case].probabilities, unexpected[case].probabilities)
+
+    config = {**copy.deepcopy(TINY_CONFIG), "inference": {"checkpoint": checkpoint}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    common = ["-m", str(run), "--no-mirror", "--device", "cpu", "--no-progress"]
+    assert cli_main(["segment", str(new_cases), *common, "-o", str(tmp_path / "config"),
+                     "--config", str(tmp_path / "config.yaml")]) == 0
+    assert cli_main(["segment", str(new_cases), *common, "-o", str(tmp_path / "flag"), "--checkpoint", checkpoint]) == 0
+    for out in ("config", "flag"):
+        for case in NEW:
+            labels = np.asanyarray(nib.load(tmp_path / out / f"{case}.nii.gz").dataobj)
+            np.testing.assert_array_equal(labels, expected[case].labels)
+        card = json.loads((tmp_path / out / "model.json").read_text())
+        assert card["inference"]["checkpoint"] == checkpoint
+        assert card["checkpoint"]["file"] == CHECKPOINT_FILES[checkpoint]
+        assert card["checkpoint"]["sha256"] == card["checkpoints"][checkpoint]["sha256"]
 
 
 def _reoriented_copy(source_dir, target_dir, case, renamed):
@@ -272,9 +313,14 @@ def test_stale_or_wrong_card_is_refused(tmp_path, trained):
     run = tmp_path / "run"
     shutil.copytree(trained.runs["unet1"], run)
     assert cli_main(["card", str(run)]) == 0
-    shutil.copy(trained.runs["unet2"] / "model.pt", run / "model.pt")
-    with pytest.raises(BrainmetsError, match="does not match"):
+    final = dataclasses.replace(SETTINGS, checkpoint="final")
+    shutil.copy(trained.runs["unet2"] / "best.pt", run / "best.pt")
+    with pytest.raises(BrainmetsError, match=f"does not match {re.escape(str(run / 'best.pt'))}"):
         load_model([run], settings=SETTINGS)
+    load_model([run], settings=final)  # the card still describes model.pt
+    shutil.copy(trained.runs["unet2"] / "model.pt", run / "model.pt")
+    with pytest.raises(BrainmetsError, match=f"does not match {re.escape(str(run / 'model.pt'))}"):
+        load_model([run], settings=final)
     with pytest.raises(BrainmetsError, match="detection model.*--detector"):
         load_model([trained.runs["detector"]], settings=SETTINGS)
     with pytest.raises(BrainmetsError, match="uncertainty"):

@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from brainmets.config import (
-    RESOURCE_DEFAULTS,
     SCHEMA_PATH,
     ConfigError,
     load_config,
@@ -42,7 +41,7 @@ def test_default_config_resolves_the_whole_study():
     assert config["twostage"]["subsets"] == ["selected", ALL_FOUR]
     assert config["baselines"]["subset"] == ALL_FOUR
     assert config["seeds"] == [0, 1, 2]
-    assert set(config["resources"]) == set(RESOURCE_DEFAULTS)
+    assert list(config["resources"]) == ["data", "train", "predict", "evaluate", "report"]
     assert config["data"]["synthetic"]["enabled"] is True
 
 
@@ -80,6 +79,20 @@ MINIMAL_MODELS = {"unet": {"arch": "dynunet", "patch": [128] * 3}, "detector": {
                   "segmentor": {"arch": "dynunet", "patch": [64] * 3}}
 
 
+def test_resources_left_out_come_from_the_schema_per_kind_and_key():
+    config = validate_config({"models": copy.deepcopy(MINIMAL_MODELS),
+                              "resources": {"train": {"runtime": 7}, "evaluate": {"gpu": 1}}})
+    assert config["resources"] == {
+        "train": {"runtime": 7, "threads": 1, "mem_mb": 4000, "gpu": 0},
+        "evaluate": {"gpu": 1, "threads": 1, "mem_mb": 4000, "runtime": 30},
+        "data": {"threads": 2, "mem_mb": 4000, "runtime": 60},
+        "predict": {"threads": 1, "mem_mb": 4000, "runtime": 30, "gpu": 0},
+        "report": {"threads": 1, "mem_mb": 4000, "runtime": 30},
+    }
+    with pytest.raises(ConfigError, match="resources.train.threads"):
+        validate_config({"models": copy.deepcopy(MINIMAL_MODELS), "resources": {"train": {"threads": 0}}})
+
+
 def test_minimal_config_gets_schema_defaults():
     config = validate_config({"models": copy.deepcopy(MINIMAL_MODELS)})
     assert config["results"] == "results"
@@ -87,7 +100,7 @@ def test_minimal_config_gets_schema_defaults():
     assert config["data"]["preprocess_jobs"] == "single"
     assert config["selection"] == {"metric": "lesion_dice", "split": "val", "allow_test": False,
                                    "regions": ["WT", "TC", "ET"], "override": None}
-    assert config["resources"]["train"] == RESOURCE_DEFAULTS["train"]
+    assert config["resources"]["train"] == {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
     assert config["training"]["segmentation"]["iterations"] == 250_000
     assert config["inference"]["overlap"] == 0.5 and config["reporting"]["size_bins"] == [10.0, 100.0, 1000.0]
     assert config["models"]["unet"]["filters"] == [32, 64, 128, 256, 320]

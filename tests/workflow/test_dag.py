@@ -151,12 +151,15 @@ def test_segmentor_waits_for_the_detector_only_when_it_trains_on_detected_crops(
 def test_prediction_reads_the_chosen_checkpoint(snakemake, tmp_path, choice, weights):
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"inference": {"checkpoint": choice}, "seeds": [0],
-                                        "tracking": {"enabled": False}}))
+                                        "ensembles": {"enabled": True}, "tracking": {"enabled": False}}))
     run = snakemake("-n", "--printshellcmds", "--configfile", str(override), "--forceall")
     assert run.returncode == 0, run.output
-    block = run.output.split("rule predict_twostage:")[1].split("\n\n")[0]
-    inputs = block.split("input: ")[1].split("\n")[0]
-    assert f"seed0/{weights}" in inputs and f"seed0/{({'best.pt', 'model.pt'} - {weights}).pop()}" not in inputs
+    other = ({"best.pt", "model.pt"} - {weights}).pop()
+    # the ensembles' `brainmets segment` gets the same choice through --config (tests/segment)
+    for rule in ("predict_twostage", "segment_ensemble"):
+        block = run.output.split(f"rule {rule}:")[1].split("\n\n")[0]
+        inputs = block.split("input: ")[1].split("\n")[0]
+        assert f"seed0/{weights}" in inputs and f"seed0/{other}" not in inputs
     # single-pass runs: their training job predicts val and test with the chosen file
     for rule in ("train_modality", "train_baseline"):
         command = run.output.split(f"rule {rule}:")[1].split("brainmets train ")[1].split("\n")[0]

@@ -20,7 +20,7 @@ try:
         validate_config,
         write_resolved_config,
     )
-    from brainmets.constants import all_subsets
+    from brainmets.constants import CHECKPOINT_FILES, all_subsets
     from brainmets.errors import BrainmetsError
     from brainmets.reporting.collect import (
         ENSEMBLE_SOURCES,
@@ -118,7 +118,7 @@ SEGMENTOR = config["twostage"]["segmentor"]
 BASELINE_MODELS = trained_baselines(config)
 BASELINE_SUBSET = config["baselines"]["subset"]
 #: the weights the prediction rules read (inference.checkpoint); training writes both
-PREDICT_WEIGHTS = {"best": "best.pt", "final": "model.pt"}[config["inference"]["checkpoint"]]
+PREDICT_WEIGHTS = CHECKPOINT_FILES[config["inference"]["checkpoint"]]
 #: `brainmets train` arguments of the single-pass runs: predict val and test in the training job
 PREDICT_ARGS = f"--predict {' '.join(EVAL_SPLITS)} --predict-weights {PREDICT_WEIGHTS}"
 
@@ -414,13 +414,15 @@ EXTERNAL = config["external"]
 
 
 def ensemble_runs(source, subset):
-    """``{"models": [...], "detectors": [...]}``: the model.pt of every seed of one ensemble's runs."""
+    """``{"models": [...], "detectors": [...]}``: the weights inference.checkpoint names (as for predict)
+    of every seed of one ensemble's runs; `brainmets segment` reads the same file through --config."""
     if source == "twostage":
         return {
-            "models": expand(f"{RESULTS}/twostage/segmentor/{subset}/seed{{seed}}/model.pt", seed=SEEDS),
-            "detectors": expand(f"{RESULTS}/twostage/detector/{subset}/seed{{seed}}/model.pt", seed=SEEDS),
+            "models": expand(f"{RESULTS}/twostage/segmentor/{subset}/seed{{seed}}/{PREDICT_WEIGHTS}", seed=SEEDS),
+            "detectors": expand(f"{RESULTS}/twostage/detector/{subset}/seed{{seed}}/{PREDICT_WEIGHTS}", seed=SEEDS),
         }
-    return {"models": expand(f"{RESULTS}/modality/{MODALITY_MODEL}/{subset}/seed{{seed}}/model.pt", seed=SEEDS)}
+    return {"models": expand(f"{RESULTS}/modality/{MODALITY_MODEL}/{subset}/seed{{seed}}/{PREDICT_WEIGHTS}",
+                             seed=SEEDS)}
 
 
 def get_ensemble_inputs(wildcards):
@@ -432,7 +434,7 @@ def get_ensemble_inputs(wildcards):
 
 
 def ensemble_model_args(wildcards, input):
-    """`--model RUN...` (and `--detector RUN...`) of `brainmets segment`: the run directories of model.pt inputs."""
+    """`--model RUN...` (and `--detector RUN...`) of `brainmets segment`: the run directories of the weights inputs."""
     args = "--model " + " ".join(str(Path(p).parent) for p in input.models)
     if "detectors" in input.keys():
         args += " --detector " + " ".join(str(Path(p).parent) for p in input.detectors)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 HELP = "write RUN/model.json, the model card of a trained run (network, inputs, preprocessing, metrics)"
 DESCRIPTION = (
-    "Builds each run's model card from the run's own files: model.pt (network, modality subset, patch, "
-    "checkpoint digest), config.yaml (training settings and their digest; its cache gives the "
-    "preprocessing spacing), model_info.json and metrics/<split>.tsv when present; writes RUN/model.json. "
-    "`brainmets segment` reads it and refuses a card that does not match model.pt."
+    "Builds each run's model card from the run's own files: model.pt (network, modality subset, patch), "
+    "the digests of model.pt and best.pt, config.yaml (training settings and their digest; its cache gives "
+    "the preprocessing spacing), model_info.json and metrics/<split>.tsv when present; writes RUN/model.json. "
+    "`brainmets segment` reads it and refuses a card that does not match the weights it uses."
 )
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainmets.constants import MODALITIES
+from brainmets.constants import CHECKPOINT_FILES, MODALITIES
 
 HELP = "segment new cases (a folder of cases, one case folder, or four files) with trained model(s)"
 DESCRIPTION = (
     "Segments unlabelled cases with trained runs: INPUT is a folder of BraTS-layout case folders "
     "(<case>/<case>-t1c.nii.gz ...), one case folder, or the sequences given with --t1n --t1c --t2w --t2f. "
-    "--model names one run directory (holding model.pt) or several (an ensemble: probabilities are "
-    "averaged); with --detector, one detector run per --model run (the two-stage model). The sequences "
+    "--model names one run directory or several (an ensemble: probabilities are averaged); with "
+    "--detector, one detector run per --model run (the two-stage model). Each run contributes the weights "
+    "inference.checkpoint names, as in the study's predictions: best.pt (best, the default) or model.pt "
+    "(final); --checkpoint overrides the config. The sequences "
     "needed and the preprocessing come from each run's model card (model.json, built from the run's files "
     "when absent); only the sequences the model uses are required. Writes OUT/<case>.nii.gz (BraTS labels "
     "1 NETC, 2 SNFH, 3 ET on the case's own grid), OUT/model.json (what ran), OUT/brats_labels.ctbl (3D "
@@ -27,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{modality}", type=Path, metavar="FILE", help=f"the case's {modality} NIfTI")
     parser.add_argument("--case", help="case name with explicit files (default: from the file names)")
     parser.add_argument("--model", "-m", type=Path, nargs="+", required=True, metavar="RUN",
-                        help="run directory holding model.pt; several make an ensemble")
+                        help="run directory of a finished training; several make an ensemble")
     parser.add_argument("--detector", type=Path, nargs="+", default=[], metavar="RUN",
                         help="detector run(s), one per --model run: run the two-stage model")
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder")
@@ -46,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <case>_uncertainty.nii.gz: the members' standard deviation (ensembles)")
     parser.add_argument("--config", type=Path, help="config.yaml whose 'inference' section to use (optional)")
+    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES),
+                        help="override inference.checkpoint: each run's best.pt (best) or model.pt (final)")
     parser.add_argument("--device", help="override inference.device (auto, cpu, cuda, cuda:1, ...)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -71,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     settings = InferenceSettings.from_config(config)
     if args.device:
         settings = dataclasses.replace(settings, device=args.device)
+    if args.checkpoint:
+        settings = dataclasses.replace(settings, checkpoint=args.checkpoint)
     if (args.splits is None) != (args.split is None):
         raise BrainmetsError("--splits and --split go together: the table of splits and the split(s) to segment")
     postprocessing = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from brainmets.constants import CHECKPOINT_FILES
 from brainmets.stopping import DEFAULT_WARNING_SIGNAL, EXIT_RESUME
 
 HELP = "train one model (segmentor, U-Net, baseline or detector) on one subset and seed; resumable"
@@ -30,10 +31,6 @@ DESCRIPTION = (
 
 #: The error that ended a training, in its run directory, for the later jobs of the same chain.
 FAILURE_RECORD = "failed.txt"
-#: The weights a finished run holds (brainmets.training.loop): final, and best by validation (or final).
-PREDICT_WEIGHTS = ("best.pt", "model.pt")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="config.yaml (validated; training and models sections)")
     parser.add_argument("--study", required=True, help="study name (modality, twostage, baselines): MLflow experiment")
@@ -59,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"recorded in RUN_DIR/{FAILURE_RECORD} by an earlier job is raised again without training")
     parser.add_argument("--predict", nargs="+", metavar="SPLIT", default=None,
                         help="after training, predict these splits (e.g. val test) into RUN_DIR, as brainmets predict")
-    parser.add_argument("--predict-weights", choices=sorted(PREDICT_WEIGHTS), default="best.pt",
+    parser.add_argument("--predict-weights", choices=sorted(CHECKPOINT_FILES.values()), default="best.pt",
                         help="with --predict: the weights to predict with (the config's inference.checkpoint; "
                         "default best.pt)")
 

@@ -4,7 +4,10 @@ A run's card is written from the files the run already holds, never from
 memory of the training job:
 
 * ``model.pt``'s ``info`` (network, spec, modality subset, patch, task, seed,
-  iterations) and its SHA-256, which ties the card to those exact weights;
+  iterations);
+* the run's weights files, ``model.pt`` (final) and ``best.pt`` (best
+  validated), each with its SHA-256, which ties the card to those exact
+  weights, and its iteration and score from ``checkpoints.json``;
 * ``config.yaml`` (the resolved training settings; its SHA-256 is the training
   config digest) and, through its ``data.cache``, the preprocessed cache's
   metadata, which says how cases were preprocessed (the target spacing);
@@ -21,8 +24,10 @@ members that do not share the modality subset and the preprocessing, since
 their probabilities would not describe the same input.
 
 ``brainmets segment`` reads each run's card (or builds it when the run has
-none) and checks it against ``model.pt`` before using the run: a card whose
-checkpoint digest differs describes other weights and is refused.
+none) for the weights ``inference.checkpoint`` names (:func:`weights_path`,
+as the study's prediction rules do) and checks it against that file before
+using the run: a card whose digest for it differs describes other weights
+and is refused.
 """
 
 from __future__ import annotations
@@ -36,24 +41,44 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from brainmets.constants import LABELS, SPLITS, TRAIN_REGIONS, parse_subset
+from brainmets.constants import CHECKPOINT_FILES, LABELS, SPLITS, TRAIN_REGIONS, parse_subset
 from brainmets.errors import BrainmetsError
 from brainmets.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-CARD_FORMAT = "brainmets-model-card/1"
+# 2: a digest per weights file (best.pt, model.pt) instead of model.pt's alone
+CARD_FORMAT = "brainmets-model-card/2"
 CARD_NAME = "model.json"
-MODEL_NAME = "model.pt"
+#: the final weights, written last by training: their presence marks a finished run
+MODEL_NAME = CHECKPOINT_FILES["final"]
 #: Metric columns of ``metrics/<split>.tsv`` summarised in a card (mean over cases, per region).
 CARD_METRICS = ("legacy_dice", "legacy_hd95", "lesion_dice", "lesion_hd95")
 _SOFTWARE = ("brainmets", "torch", "monai", "numpy", "nibabel")
 
 
 def run_dir_of(path: str | Path) -> Path:
-    """A run directory from itself or from its ``model.pt``."""
+    """A run directory from itself or from one of its weights files."""
     path = Path(path)
-    return path.parent if path.name == MODEL_NAME and path.is_file() else path
+    return path.parent if path.name in CHECKPOINT_FILES.values() and path.is_file() else path
+
+
+def weights_path(run_dir: str | Path, checkpoint: str) -> Path:
+    """The weights file of a finished run that ``inference.checkpoint`` (best|final) names."""
+    run_dir = run_dir_of(run_dir)
+    if checkpoint not in CHECKPOINT_FILES:
+        raise BrainmetsError(f"inference.checkpoint is {checkpoint!r}; expected one of {', '.join(CHECKPOINT_FILES)}")
+    if not run_dir.is_dir():
+        raise BrainmetsError(f"model run directory not found: {run_dir} (expected a directory holding {MODEL_NAME})")
+    if not (run_dir / MODEL_NAME).is_file():
+        raise BrainmetsError(f"{run_dir} holds no {MODEL_NAME}: not a finished training run")
+    path = run_dir / CHECKPOINT_FILES[checkpoint]
+    if not path.is_file():
+        raise BrainmetsError(
+            f"{run_dir} holds no {path.name}, the weights inference.checkpoint: {checkpoint} names; "
+            f"choose final (its {MODEL_NAME}) or retrain it"
+        )
+    return path
 
 
 def sha256(path: Path) -> str:
@@ -103,6 +128,14 @@ def _cache_spacing(run_dir: Path, config: Mapping[str, Any]) -> list[float] | No
     if "requested_spacing" not in meta:
         raise BrainmetsError(f"{metas[0]} lacks 'requested_spacing': not a brainmets cache record")
     return meta["requested_spacing"]
+
+
+def _checkpoints(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each weights file of the run by ``inference.checkpoint`` choice: its digest, iteration and score."""
+    listing = run_dir / "checkpoints.json"
+    selection = read_json(listing) if listing.is_file() else {}
+    return {choice: {**(selection.get(choice) or {}), "file": name, "sha256": sha256(run_dir / name)}
+            for choice, name in CHECKPOINT_FILES.items() if (run_dir / name).is_file()}
 
 
 def _metrics_summary(run_dir: Path) -> dict[str, Any]:
@@ -185,12 +218,7 @@ def build_run_card(run_dir: str | Path, spacing: Sequence[float] | None | str = 
             "config": "config.yaml",
             "config_sha256": sha256(config_path),
         },
-        "checkpoint": {
-            "file": MODEL_NAME,
-            "sha256": sha256(model_path),
-            "iteration": int(info["iteration"]),
-            "selection": "final weights (model.pt): the ones the study predicts and evaluates with",
-        },
+        "checkpoints": _checkpoints(run_dir),
         "metrics": _metrics_summary(run_dir),
         "software": software_versions(),
     }
@@ -211,31 +239,32 @@ def write_run_card(run_dir: str | Path, spacing: Sequence[float] | None | str = 
     return path
 
 
-def read_run_card(run_dir: str | Path) -> dict[str, Any]:
-    """The card of a run: its ``model.json`` checked against ``model.pt``, or one built from its files."""
-    run_dir = run_dir_of(run_dir)
-    if not run_dir.is_dir():
-        raise BrainmetsError(f"model run directory not found: {run_dir} (expected a directory holding {MODEL_NAME})")
-    model_path = run_dir / MODEL_NAME
-    if not model_path.is_file():
-        raise BrainmetsError(f"{run_dir} holds no {MODEL_NAME}: not a finished training run")
+def read_run_card(run_dir: str | Path, checkpoint: str) -> dict[str, Any]:
+    """The card of a run for the weights ``checkpoint`` (best|final) names, under ``"checkpoint"``.
+
+    Its ``model.json`` checked against those weights, or one built from the run's files.
+    """
+    weights = weights_path(run_dir, checkpoint)
+    run_dir = weights.parent
     path = run_dir / CARD_NAME
-    if not path.is_file():
+    if path.is_file():
+        card = read_json(path)
+    else:
         log.info("%s has no %s: building its card from the run's files (write it with `brainmets card %s`)",
                  run_dir, CARD_NAME, run_dir)
-        return build_run_card(run_dir)
-    card = read_json(path)
+        card = build_run_card(run_dir)
     rewrite = f"rewrite it with `brainmets card {run_dir}`"
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or card.get("kind") != "run":
         raise BrainmetsError(f"{path} is not a run's model card (expected format {CARD_FORMAT!r}); {rewrite}")
-    digest = sha256(model_path)
-    if (card.get("checkpoint") or {}).get("sha256") != digest:
+    entry = (card.get("checkpoints") or {}).get(checkpoint) or {}
+    digest = sha256(weights)
+    if entry.get("sha256") != digest:
         raise BrainmetsError(
-            f"model card {path} does not match {model_path}: it describes weights with SHA-256 "
-            f"{(card.get('checkpoint') or {}).get('sha256')}, the file has {digest}; {rewrite}"
+            f"model card {path} does not match {weights}: it describes weights with SHA-256 "
+            f"{entry.get('sha256')}, the file has {digest}; {rewrite}"
         )
     # The digest ties the card to these weights wherever the run now lies.
-    return {**card, "run_dir": str(run_dir.resolve())}
+    return {**card, "run_dir": str(run_dir.resolve()), "checkpoint": {"choice": checkpoint, **entry}}
 
 
 def check_members(cards: Sequence[Mapping[str, Any]], what: str) -> None:
@@ -284,7 +313,7 @@ def describe(card: Mapping[str, Any]) -> str:
     def one(c: Mapping[str, Any]) -> str:
         if c["kind"] == "two_stage":
             return f"two-stage ({one(c['detector'])} + {one(c['segmentor'])})"
-        return f"{c['network']['name']} seed {c['training']['seed']} ({c['run_dir']})"
+        return f"{c['network']['name']} seed {c['training']['seed']} {c['checkpoint']['file']} ({c['run_dir']})"
 
     members = card["members"] if card["kind"] == "ensemble" else [card]
     spacing = card["preprocessing"]["spacing_mm"]

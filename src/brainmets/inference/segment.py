@@ -4,9 +4,11 @@
 
 Model. One or more *members*, each a trained run directory (single-pass
 sliding window) or a detector + segmentor pair (the two-stage model). Several
-members form an ensemble: their region probabilities are averaged. Each run's
-model card (:mod:`brainmets.inference.card`) says which sequences it needs
-and how its cases were preprocessed; members must agree on both.
+members form an ensemble: their region probabilities are averaged. Each run
+contributes the weights ``inference.checkpoint`` names (best.pt or model.pt,
+as in the study's prediction rules). Each run's model card
+(:mod:`brainmets.inference.card`) says which sequences it needs and how its
+cases were preprocessed; members must agree on both.
 
 Per case:
 
@@ -187,7 +189,8 @@ def load_model(
 
     ``runs``: segmentation run directories (one = one model, several = an ensemble);
     ``detectors``: none, or one detector run per run in ``runs`` (paired in order:
-    two-stage members). ``postprocessing``: ``True`` applies the decision the
+    two-stage members). Each run's weights are the file ``settings.checkpoint``
+    names (:func:`brainmets.inference.card.weights_path`). ``postprocessing``: ``True`` applies the decision the
     segmentor cards carry (all the same, or none), ``False`` none, a decision
     (:func:`brainmets.inference.postprocess.read_decision`) that one; the card
     written with the outputs records what was applied.
@@ -195,7 +198,7 @@ def load_model(
     from brainmets.inference.engine import InferenceSettings, inference_runtime, load_network
 
     if not runs:
-        raise BrainmetsError("no model given: name at least one run directory (holding model.pt)")
+        raise BrainmetsError("no model given: name at least one run directory (a finished training run)")
     if detectors and len(detectors) != len(runs):
         raise BrainmetsError(
             f"{len(detectors)} detector run(s) for {len(runs)} segmentor run(s): a two-stage member "
@@ -204,11 +207,11 @@ def load_model(
     settings = settings or InferenceSettings.from_config(None)
     cards = []
     for i, run in enumerate(runs):
-        segmentor = read_run_card(run)
+        segmentor = read_run_card(run, settings.checkpoint)
         _expect_task(segmentor, "segmentation")
         detector = None
         if detectors:
-            detector = read_run_card(detectors[i])
+            detector = read_run_card(detectors[i], settings.checkpoint)
             _expect_task(detector, "detection")
             check_members([segmentor, detector], "two-stage pair")
             if detector["patch"] != segmentor["patch"]:
@@ -219,7 +222,7 @@ def load_model(
         cards.append({"segmentor": segmentor, "detector": detector})
     check_members([c["segmentor"] for c in cards], "ensemble")
     inference = {
-        "mirror": bool(mirror), "overlap": settings.overlap, "blend": settings.blend,
+        "checkpoint": settings.checkpoint, "mirror": bool(mirror), "overlap": settings.overlap, "blend": settings.blend,
         "average": settings.average, "threshold": settings.threshold, "label_export": settings.label_export,
         **({"detector_threshold": settings.detector_threshold} if detectors else {}),
     }
@@ -228,10 +231,10 @@ def load_model(
     runtime = inference_runtime(settings)
     members = []
     for c in cards:
-        segmentor = load_network(Path(c["segmentor"]["run_dir"]) / "model.pt", runtime, task="segmentation")
+        segmentor = load_network(_weights(c["segmentor"]), runtime, task="segmentation")
         detector = None
         if c["detector"] is not None:
-            detector = load_network(Path(c["detector"]["run_dir"]) / "model.pt", runtime, task="detection")
+            detector = load_network(_weights(c["detector"]), runtime, task="detection")
         members.append(Member(segmentor, detector))
     return SegmentationModel(members, card, settings, runtime, bool(mirror), decision)
 
@@ -251,6 +254,11 @@ def _postprocessing_decision(cards: Sequence[Mapping[str, Any]], choice: Mapping
             "(--postprocessing FILE) or turn it off (--no-postprocessing)"
         )
     return None if decisions[0] is None else check_decision(decisions[0], f"{cards[0]['run_dir']}/{CARD_NAME}")
+
+
+def _weights(card: Mapping[str, Any]) -> Path:
+    """The weights file a run card read by :func:`read_run_card` was checked against."""
+    return Path(card["run_dir"]) / card["checkpoint"]["file"]
 
 
 def _expect_task(card: Mapping[str, Any], task: str) -> None:

@@ -352,9 +352,10 @@ def comparison_table(groups: list[RunGroup], split: str = "test") -> SummaryTabl
 
 
 def comparison_latex(table: SummaryTable, layout: str) -> str:
-    """Table 2 as one float shrunk to the text width where wider (``single``) or two (``split``)."""
-    if layout not in TABLE2_LAYOUTS:
-        raise BrainmetsError(f"reporting.table2_layout: {layout!r} is not one of {', '.join(TABLE2_LAYOUTS)}")
+    """Table 2 as one float shrunk to the text width where wider (``single``) or two (``split``).
+
+    ``layout`` is one of :data:`TABLE2_LAYOUTS`: the config schema's enum and the CLI's choices refuse others.
+    """
     return table.to_latex(fit_width=layout == "single", split=layout == "split")
 
 
