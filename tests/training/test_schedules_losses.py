@@ -52,6 +52,28 @@ def test_scheduler_drives_the_optimizer_per_step():
     assert seen == pytest.approx([0.01 * (1 - t / 4) ** 0.9 for t in range(4)])
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_multi_tensor_optimiser_steps_bitwise_like_the_per_tensor_loop(name):
+    """build_optimizer's foreach path must not move the study's weights (it is there for speed only)."""
+    section = {"segmentation": {"optimizer": {"name": name, "lr": 0.02, "weight_decay": 1e-3}}}
+    settings = TrainingSettings.from_section(validate_section("training", section)).segmentation.optimizer
+    shapes = [(8, 4, 3, 3, 3), (8,), (16, 8, 3, 3, 3), (3, 16, 1, 1, 1)]
+    runs = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        opt = build_optimizer(params, settings)
+        assert opt.param_groups[0]["foreach"]
+        opt.param_groups[0]["foreach"] = foreach
+        grads = torch.Generator().manual_seed(1)
+        for step in range(12):
+            for i, p in enumerate(params):  # one tensor without a gradient now and then, as in train-on-detected
+                p.grad = None if (step + i) % 5 == 0 else torch.randn(p.shape, generator=grads)
+            opt.step()
+        runs.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 def test_region_targets_are_nested_brats_regions():
     label = torch.tensor([0, 1, 2, 3], dtype=torch.float32).reshape(1, 1, 4, 1, 1)
     t = region_targets(label)[0, :, :, 0, 0]
