@@ -78,6 +78,11 @@ def test_region_targets_are_nested_brats_regions():
     label = torch.tensor([0, 1, 2, 3], dtype=torch.float32).reshape(1, 1, 4, 1, 1)
     t = region_targets(label)[0, :, :, 0, 0]
     assert t.tolist() == [[0, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 1]]  # WT, TC, ET
+    # per sample of a batch, labels rounded first (resampled maps hold values near the integers)
+    batch = torch.tensor([[3.0001, 0.4, 1.0], [2.0, 0.0, 2.9999]]).reshape(2, 1, 3, 1, 1)
+    t = region_targets(batch)[..., 0, 0]
+    assert t.dtype == torch.float32 and t.shape == (2, 3, 3)
+    assert t.tolist() == [[[1, 0, 1], [1, 0, 1], [1, 0, 0]], [[1, 0, 1], [0, 0, 1], [0, 0, 1]]]
 
 
 def test_detection_targets_mark_patches_holding_tumour():
