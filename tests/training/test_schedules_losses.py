@@ -54,7 +54,8 @@ def test_scheduler_drives_the_optimizer_per_step():
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_multi_tensor_optimiser_steps_bitwise_like_the_per_tensor_loop(name):
-    """build_optimizer's foreach path must not move the study's weights (it is there for speed only)."""
+    """build_optimizer's foreach path, and the Trainer's foreach gradient clipping, must not move the
+    study's weights (they are there for speed only)."""
     section = {"segmentation": {"optimizer": {"name": name, "lr": 0.02, "weight_decay": 1e-3}}}
     settings = TrainingSettings.from_section(validate_section("training", section)).segmentation.optimizer
     shapes = [(8, 4, 3, 3, 3), (8,), (16, 8, 3, 3, 3), (3, 16, 1, 1, 1)]
@@ -69,6 +70,7 @@ def test_multi_tensor_optimiser_steps_bitwise_like_the_per_tensor_loop(name):
         for step in range(12):
             for i, p in enumerate(params):  # one tensor without a gradient now and then, as in train-on-detected
                 p.grad = None if (step + i) % 5 == 0 else torch.randn(p.shape, generator=grads)
+            torch.nn.utils.clip_grad_norm_(params, 12.0, foreach=foreach)
             opt.step()
         runs.append(params)
     assert all(torch.equal(a, b) for a, b in zip(*runs))
