@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -167,14 +166,14 @@ def write_cache(root: Path, n_cases: int, shape=(96, 96, 80)) -> tuple[Path, Pat
     return cache, splits
 
 
-def configs() -> dict[str, tuple[dict, str, int]]:
+def configs(paper_batch: int) -> dict[str, tuple[dict, str, int]]:
     """network label -> (validated config, registry name, threads)."""
     quiet = {"tracking": {"enabled": False}, "training": {"val_every": 0, "keep_best": False, "prefetch": 2}}
     default = load_config(ROOT / "config.yaml", quiet)
     out = {name: (default, name, 1) for name in DEFAULT_NETWORKS}
     paper = read_yaml(ROOT / "configs" / "paper.yaml")
     training = paper["training"]
-    training["segmentation"] = dict(training["segmentation"], batch_patients=2, crops_per_patient=1)
+    training["segmentation"] = dict(training["segmentation"], batch_patients=paper_batch, crops_per_patient=1)
     training.update(quiet["training"], threads=None)
     out[PAPER] = (load_config(ROOT / "config.yaml", {"models": {"segmentor": paper["models"]["segmentor"]},
                                                        "training": training, "tracking": quiet["tracking"]}),
@@ -202,10 +201,10 @@ def step_flops(trainer: Trainer, batch) -> float:
 def before_after(config: dict, model: str, threads: int, cache: Path, splits: Path, root: Path,
                  repeats: int) -> dict:
     """Alternating timed steps of a "before" and an "after" trainer on the same batches."""
-    after = make_trainer(config, model, threads, cache, splits, root / "after", repeats + 2)
-    before = make_trainer(config, model, threads, cache, splits, root / "before", repeats + 2)
-    batches = [after.sampler.batch(t) for t in range(repeats + 2)]
-    flops = step_flops(after, batches[0])  # step 0, counted (and warms up)
+    after = make_trainer(config, model, threads, cache, splits, root / "after", repeats + 1)
+    before = make_trainer(config, model, threads, cache, splits, root / "before", repeats + 1)
+    batches = [after.sampler.batch(t) for t in range(repeats + 1)]
+    flops = step_flops(after, batches[0])  # step 0, counted (and warms oneDNN up)
     with baseline(before):
         before.train_step(batches[0])
     times = {"before": [], "after": []}
@@ -215,7 +214,6 @@ def before_after(config: dict, model: str, threads: int, cache: Path, splits: Pa
                 began = time.perf_counter()
                 trainer.train_step(batch)
                 times[name].append(time.perf_counter() - began)
-    times = {k: v[1:] for k, v in times.items()}  # step 1 still warms up oneDNN for the second batch shape
     same = all(torch.equal(a, b) for a, b in zip(after.model.state_dict().values(),
                                                   before.model.state_dict().values()))
     row = {"threads": threads, "batch": after.ts.batch_size, "patch": list(after.patch),
@@ -226,7 +224,7 @@ def before_after(config: dict, model: str, threads: int, cache: Path, splits: Pa
         row[f"{name}_s"] = median
         row[f"{name}_gflops"] = flops / median / 1e9
     row["speedup"] = row["before_s"] / row["after_s"]
-    row["profile"] = profile(after, batches[1:3])
+    row["profile"] = profile(after, batches[1:2])
     return row
 
 
@@ -262,48 +260,44 @@ def data_wait(config: dict, model: str, threads: int, cache: Path, splits: Path,
 def write_report(report: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    ceil = report["ceiling_gflops"]
+    rows = report["networks"]
     lines = [
         "# Training step benchmark",
         "",
-        f"Machine: {report['cpu']}, {report['cores']} cores, torch {report['torch']}; load average "
-        f"{report['load_start']:.1f} at start, {report['load_end']:.1f} at the end (the machine is shared: absolute "
-        f"figures move with the load, compare the before/after ratios, measured side by side). Commit "
-        f"{report['commit']}, {report['date']}. Written by `benchmarks/bench_training.py` (method in its docstring).",
+        f"Machine: {report['cpu']}, {report['cores']} cores, torch {report['torch']}. Written by "
+        "`benchmarks/bench_training.py` (method in its docstring); each row was measured in one process, before",
+        "and after side by side, at the load average given (the machine is shared: absolute figures move with",
+        "the load, compare the ratios).",
         "",
-        "Ceiling (same process): conv3d 32->32, k3, 1x32x64^3 forward, float32:",
+        "Ceiling: conv3d 32->32, k3, 1x32x64^3 forward, float32, measured in the row's process at its thread count.",
+        "Step: forward, loss, backward, clipping, optimiser, schedule (batches prepared beforehand), median of",
+        "alternating before/after steps; share = GFLOP/s over the better ceiling layout.",
         "",
-        "| threads | NCDHW GFLOP/s | channels_last_3d GFLOP/s |",
-        "|---|---|---|",
+        "| network | measured | load avg | threads | batch x patch | layout | ceiling NCDHW / CL GFLOP/s | "
+        "GFLOP/step | before s | after s | speed-up | before GFLOP/s (share) | after GFLOP/s (share) | "
+        "weights bitwise equal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for threads, c in ceil.items():
-        lines.append(f"| {threads} | {c['ncdhw']:.1f} | {c['channels_last_3d']:.1f} |")
-    lines += [
-        "",
-        "Training step (forward, loss, backward, clipping, optimiser, schedule; batches prepared beforehand), "
-        "median of alternating steps. Share = GFLOP/s over the better ceiling layout at the same thread count.",
-        "",
-        "| network | threads | batch x patch | layout | GFLOP/step | before s | after s | after/before speed | "
-        "before GFLOP/s (share) | after GFLOP/s (share) | weights bitwise equal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in report["networks"].items():
-        best = max(ceil[str(r["threads"])].values())
+    for name, r in rows.items():
+        ceil = r["ceiling_gflops"]
+        best = max(ceil.values())
         lines.append(
-            f"| {name} | {r['threads']} | {r['batch']} x {'x'.join(map(str, r['patch']))} | {r['layout']} | "
-            f"{r['step_gflop']:.2f} | {r['before_s']:.3f} | {r['after_s']:.3f} | {r['speedup']:.2f}x | "
-            f"{r['before_gflops']:.1f} ({100 * r['before_gflops'] / best:.0f} %) | "
+            f"| {name} | {r['measured']} (steps: {r['repeats']}) | {r['load'][0]:.1f}-{r['load'][1]:.1f} | "
+            f"{r['threads']} | {r['batch']} x {'x'.join(map(str, r['patch']))} | {r['layout']} | "
+            f"{ceil['ncdhw']:.0f} / {ceil['channels_last_3d']:.0f} | {r['step_gflop']:.2f} | {r['before_s']:.3f} | "
+            f"{r['after_s']:.3f} | {r['speedup']:.2f}x | {r['before_gflops']:.1f} ({100 * r['before_gflops'] / best:.0f} %) | "
             f"{r['after_gflops']:.1f} ({100 * r['after_gflops'] / best:.0f} %) | "
             f"{'yes' if r['bitwise_same_weights'] else 'NO'} |")
-    groups = list(next(iter(report["networks"].values()))["profile"])
-    lines += ["", "Where an \"after\" step's time goes (torch.profiler, self CPU time per operator group):", "",
+    groups = list(next(iter(rows.values()))["profile"])
+    lines += ["", "Where an \"after\" step's time goes (torch.profiler, self CPU time per operator group, one step):", "",
               "| network | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
-    for name, r in report["networks"].items():
+    for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * r['profile'][g]:.0f} %" for g in groups) + " |")
     lines += ["", "| network | data wait (prefetch thread) | loop steps |", "|---|---|---|"]
-    for name, r in report["networks"].items():
-        lines.append(f"| {name} | {100 * r['data_wait']:.1f} % | {r['data_wait_steps']} |")
-    lines += ["", *report["reading"]]
+    for name, r in rows.items():
+        wait = "not measured" if r["data_wait"] is None else f"{100 * r['data_wait']:.1f} %"
+        lines.append(f"| {name} | {wait} | {r['data_wait_steps']} |")
+    lines += ["", *READING]
     (RESULTS / "training.md").write_text("\n".join(lines) + "\n")
 
 
@@ -320,32 +314,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and loop steps")
     parser.add_argument("--no-paper", action="store_true", help="leave out the paper-size segmentor (slow on CPUs)")
-    parser.add_argument("--networks", help="comma-separated subset of the networks (default: all)")
+    parser.add_argument("--networks", help="comma-separated subset of the networks, whose rows replace theirs in "
+                                           "benchmarks/results/training.json (default: all, a new file)")
+    parser.add_argument("--paper-batch", type=int, default=2, help="crops per step of the paper's segmentor")
+    parser.add_argument("--paper-threads", type=int, default=os.cpu_count() or 1,
+                        help="threads of the paper's segmentor (default: every core, as its threads: null)")
+    parser.add_argument("--no-data-wait", action="store_true", help="skip the loop runs (data wait)")
     args = parser.parse_args()
-    repeats = 4 if args.quick else 10
-    loop_steps = 15 if args.quick else 40
-    cores = os.cpu_count() or 1
-    report: dict = {"cpu": cpu_model(), "cores": cores, "torch": torch.__version__, "commit": commit(),
-                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_start": os.getloadavg()[0]}
-    report["ceiling_gflops"] = {str(t): conv_ceiling(3 if args.quick else 5, t) for t in sorted({1, cores})}
-    print("conv3d ceiling GFLOP/s:", report["ceiling_gflops"], flush=True)
-    report["networks"] = {}
+    repeats = 3 if args.quick else 8
+    loop_steps = 30 if args.quick else 150
+    chosen = args.networks.split(",") if args.networks else None
+    report: dict = {"cpu": cpu_model(), "cores": os.cpu_count() or 1, "torch": torch.__version__, "networks": {}}
+    if chosen and (RESULTS / "training.json").is_file():
+        kept = json.loads((RESULTS / "training.json").read_text()).get("networks", {})
+        report["networks"] = {k: v for k, v in kept.items() if k not in chosen and "ceiling_gflops" in v}
+    ceilings: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache, splits = write_cache(Path(tmp), 6)
-        for name, (config, model, threads) in configs().items():
-            if (name == PAPER and args.no_paper) or (args.networks and name not in args.networks.split(",")):
-                continue
-            root = Path(tmp) / name.replace(" ", "-")
+        for name, (config, model, threads) in configs(args.paper_batch).items():
             paper = name == PAPER
-            row = before_after(config, model, threads, cache, splits, root, 2 if paper else repeats)
+            if (paper and args.no_paper) or (chosen and name not in chosen):
+                continue
+            threads = args.paper_threads if paper else threads
+            load = os.getloadavg()[0]
+            if threads not in ceilings:
+                ceilings[threads] = conv_ceiling(3 if args.quick else 5, threads)
+            root = Path(tmp) / name.replace(" ", "-")
+            row = {"measured": f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {commit()}",
+                   "ceiling_gflops": ceilings[threads],
+                   "repeats": 1 if paper and args.quick else 2 if paper else repeats}
+            row.update(before_after(config, model, threads, cache, splits, root, row["repeats"]))
             steps = 3 if paper else loop_steps
-            row["data_wait"] = data_wait(config, model, threads, cache, splits, root / "loop", steps)
-            row["data_wait_steps"] = steps
+            row["data_wait"] = None if args.no_data_wait else data_wait(config, model, threads, cache, splits,
+                                                                         root / "loop", steps)
+            row["data_wait_steps"] = 0 if args.no_data_wait else steps
+            row["load"] = [load, os.getloadavg()[0]]
             report["networks"][name] = row
             print(name, json.dumps(row), flush=True)
-    torch.set_num_threads(cores)
-    report["load_end"] = os.getloadavg()[0]
-    report["reading"] = READING
+    order = [*DEFAULT_NETWORKS, PAPER]
+    report["networks"] = dict(sorted(report["networks"].items(), key=lambda kv: order.index(kv[0])))
     write_report(report)
     print(f"wrote {RESULTS / 'training.md'}")
 
