@@ -249,6 +249,29 @@ def profile(trainer: Trainer, batches) -> dict[str, float]:
     return shares
 
 
+def width_curve(config: dict, cache: Path, splits: Path, root: Path, repeats: int) -> dict[str, dict]:
+    """The default U-Net's step at 1x, 1.5x and 2x its filters (1 thread, alternating): wider costs less than its FLOPs."""
+    base = config["models"]["unet"]
+    trainers, batches, flops = {}, None, {}
+    for scale in (1, 1.5, 2):
+        filters = [int(f * scale) for f in base["filters"]]
+        name = "-".join(map(str, filters))
+        wide = dict(config, models=dict(config["models"], unet=dict(base, filters=filters)))
+        trainers[name] = make_trainer(wide, "unet", 1, cache, splits, root / name, repeats + 1)
+        batches = batches or [trainers[name].sampler.batch(t) for t in range(repeats + 1)]
+        flops[name] = step_flops(trainers[name], batches[0])
+    times = {name: [] for name in trainers}
+    for batch in batches[1:]:
+        for name, trainer in trainers.items():
+            began = time.perf_counter()
+            trainer.train_step(batch)
+            times[name].append(time.perf_counter() - began)
+    first = statistics.median(next(iter(times.values())))
+    return {name: {"step_gflop": flops[name] / 1e9, "step_s": statistics.median(t),
+                   "time_ratio": statistics.median(t) / first, "gflops": flops[name] / statistics.median(t) / 1e9}
+            for name, t in times.items()}
+
+
 def data_wait(config: dict, model: str, threads: int, cache: Path, splits: Path, out: Path,
               iterations: int) -> float:
     trainer = make_trainer(config, model, threads, cache, splits, out, iterations)
@@ -297,6 +320,13 @@ def write_report(report: dict) -> None:
     for name, r in rows.items():
         wait = "not measured" if r["data_wait"] is None else f"{100 * r['data_wait']:.1f} %"
         lines.append(f"| {name} | {wait} | {r['data_wait_steps']} |")
+    widths = rows.get("unet", {}).get("widths")
+    if widths:
+        lines += ["", "The default U-Net at other widths (filters; same process as its row, 1 thread, alternating steps):",
+                  "", "| filters | GFLOP/step | step s | time vs default | GFLOP/s |", "|---|---|---|---|---|"]
+        for name, w in widths.items():
+            lines.append(f"| {name} | {w['step_gflop']:.1f} | {w['step_s']:.3f} | {w['time_ratio']:.2f}x | "
+                         f"{w['gflops']:.1f} |")
     lines += ["", *READING]
     (RESULTS / "training.md").write_text("\n".join(lines) + "\n")
 
@@ -320,9 +350,12 @@ def main() -> None:
     parser.add_argument("--paper-threads", type=int, default=os.cpu_count() or 1,
                         help="threads of the paper's segmentor (default: every core, as its threads: null)")
     parser.add_argument("--no-data-wait", action="store_true", help="skip the loop runs (data wait)")
+    parser.add_argument("--repeats", type=int, help="timed steps per trainer of the tiny networks (3 quick, 8)")
+    parser.add_argument("--loop-steps", type=int, help="steps of the data-wait loop of the tiny networks (30 quick, "
+                                                       "150: the default study's)")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 8
-    loop_steps = 30 if args.quick else 150
+    repeats = args.repeats or (3 if args.quick else 8)
+    loop_steps = args.loop_steps or (30 if args.quick else 150)
     chosen = args.networks.split(",") if args.networks else None
     report: dict = {"cpu": cpu_model(), "cores": os.cpu_count() or 1, "torch": torch.__version__, "networks": {}}
     if chosen and (RESULTS / "training.json").is_file():
@@ -348,6 +381,8 @@ def main() -> None:
             row["data_wait"] = None if args.no_data_wait else data_wait(config, model, threads, cache, splits,
                                                                          root / "loop", steps)
             row["data_wait_steps"] = 0 if args.no_data_wait else steps
+            if name == "unet":
+                row["widths"] = width_curve(config, cache, splits, root / "widths", repeats)
             row["load"] = [load, os.getloadavg()[0]]
             report["networks"][name] = row
             print(name, json.dumps(row), flush=True)
