@@ -3,10 +3,9 @@
 Method (one process, so that before and after share the machine's load):
 
 1. Ceiling: a 3D convolution 32 -> 32 channels, kernel 3, on 1 x 32 x 64^3
-   (forward, float32), NCDHW and channels_last_3d, best of N, with 1 thread
-   (the default study's training jobs) and with every core (the paper's
-   ``threads: null``). A network's share is against the better layout at its
-   thread count.
+   (forward, float32), NCDHW and channels_last_3d, best of N, at each row's
+   thread count: 1 (the default study's training jobs) or every core (the
+   paper's ``threads: null``). A network's share is against the better layout.
 2. Steps: two real :class:`brainmets.training.trainer.Trainer` per network on
    a synthetic memory-mapped cache, fed the same prepared batches, their
    :meth:`~brainmets.training.trainer.Trainer.train_step` calls alternating so
@@ -21,13 +20,16 @@ Method (one process, so that before and after share the machine's load):
    patients x 2 crops, 1 thread) and the paper's segmentor
    (configs/paper.yaml: DynUNet 32-320, residual, 3 extra heads, 64^3, its
    SGD, Dice and clipping; every core, batch 2 x 1 crop instead of 2 x 5 to fit
-   the CPU's time; augmentation is data work, outside the step).
+   the CPU's time (``--paper-batch``); augmentation is data work, outside the step).
+   With ``--networks`` only those rows are measured and replace theirs in
+   training.json (each row records its own time, commit, load and ceiling).
 3. Profile: where an "after" step's time goes (torch.profiler self CPU time by
    operator group; the profiler's own overhead inflates the small operators).
 4. Data wait: the real loop (:meth:`Trainer.run`, background prefetch) of each
    network; the share of loop wall time spent waiting for the next batch.
+5. Width: the default U-Net's step at 1x, 1.5x and 2x its filters.
 
-Run: ``PYTHONPATH=src .venv/bin/python benchmarks/bench_training.py [--quick] [--no-paper]``;
+Run: ``PYTHONPATH=src .venv/bin/python benchmarks/bench_training.py [--quick] [--no-paper] [--networks unet,...]``;
 writes benchmarks/results/training.md and training.json.
 """
 
@@ -332,11 +334,21 @@ def write_report(report: dict) -> None:
 
 
 READING = [
-    "Reading: before/after differ by the multi-tensor optimiser and clipping (foreach) and region targets by",
-    "comparison instead of torch.isin; the weights stay bitwise the same (last column). The tiny networks'",
-    "steps are convolutions of 4-32 channels, which oneDNN runs far below the 32-channel ceiling, and",
-    "backward convolutions cost about twice the forward ones; what is not convolution (InstanceNorm's",
-    "channels_last -> NCDHW copies, activations, loss, optimiser) is the rest of the profile.",
+    "Reading. Before and after differ by: multi-tensor (foreach) optimiser steps and gradient clipping",
+    "instead of torch's per-tensor loops on the CPU, and region targets by comparisons instead of torch.isin",
+    "(training step); plain ndarray views of the memory-mapped cases (data side, not in the step). The",
+    "weights stay bitwise the same (last column), so the study's numbers do not move. The step is",
+    "convolution-bound: oneDNN runs the tiny networks' 4-64-channel convolutions well below the 32-channel",
+    "ceiling, backward convolutions cost about twice the forward ones, and what the cuts removed (optimiser",
+    "loop, isin) was a few per cent of a step, within the load's noise for the U-Nets; the detector, a",
+    "DenseNet of tiny layers, is bound by per-operator overhead (its 'other' column) and gains most.",
+    "The 'layout copies' of the DynUNets are InstanceNorm's: torch normalises a channels_last input through",
+    "an NCDHW copy and the next convolution converts back; layout-preserving replacements (group norm with",
+    "one group per channel, per-sample batch norm) measured no faster on this CPU and round differently,",
+    "so they are not used. Widening the U-Net costs less time than FLOPs (table above): the CPU is used",
+    "better by wider layers. Data wait: the share of loop wall time the training thread blocked on the next",
+    "batch; it grows with the machine's load (the prefetch thread is starved of CPU and GIL), most for the",
+    "detector whose steps are shortest.",
 ]
 
 
