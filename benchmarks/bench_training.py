@@ -14,7 +14,9 @@ Method (one process, so that before and after share the machine's load):
    gradient-clipping loops and ``torch.isin`` region targets. The step's FLOPs
    (forward + backward, :class:`torch.utils.flop_counter.FlopCounterMode`) over
    its median wall time is its GFLOP/s. At the end both trainers must hold
-   bitwise the same weights (the changes are for speed only).
+   bitwise the same weights (the changes are for speed only). A third trainer,
+   the "after" code in NCDHW (``channels_last: false``), gives the memory
+   layout's share (the runtime's choice, brainmets.runtime).
    Networks: the default study's (config.yaml: ``unet``, ``segmentor``,
    ``detector``, baselines ``resunet`` and ``segresnet``; its batch of 2
    patients x 2 crops, 1 thread) and the paper's segmentor
@@ -205,13 +207,17 @@ def before_after(config: dict, model: str, threads: int, cache: Path, splits: Pa
     """Alternating timed steps of a "before" and an "after" trainer on the same batches."""
     after = make_trainer(config, model, threads, cache, splits, root / "after", repeats + 1)
     before = make_trainer(config, model, threads, cache, splits, root / "before", repeats + 1)
+    # the same code in NCDHW, for the layout's share (rounds differently: not in the bitwise check)
+    ncdhw_config = dict(config, training=dict(config["training"], channels_last=False))
+    ncdhw = make_trainer(ncdhw_config, model, threads, cache, splits, root / "ncdhw", repeats + 1)
     batches = [after.sampler.batch(t) for t in range(repeats + 1)]
     flops = step_flops(after, batches[0])  # step 0, counted (and warms oneDNN up)
+    ncdhw.train_step(batches[0])
     with baseline(before):
         before.train_step(batches[0])
-    times = {"before": [], "after": []}
+    times = {"before": [], "after": [], "ncdhw": []}
     for batch in batches[1:]:
-        for name, trainer in (("before", before), ("after", after)):
+        for name, trainer in (("before", before), ("after", after), ("ncdhw", ncdhw)):
             with baseline(trainer) if name == "before" else contextlib.nullcontext():
                 began = time.perf_counter()
                 trainer.train_step(batch)
@@ -226,6 +232,7 @@ def before_after(config: dict, model: str, threads: int, cache: Path, splits: Pa
         row[f"{name}_s"] = median
         row[f"{name}_gflops"] = flops / median / 1e9
     row["speedup"] = row["before_s"] / row["after_s"]
+    row["channels_last_speedup"] = row["ncdhw_s"] / row["after_s"]
     row["profile"] = profile(after, batches[1:2])
     return row
 
@@ -300,8 +307,8 @@ def write_report(report: dict) -> None:
         "",
         "| network | measured | load avg | threads | batch x patch | layout | ceiling NCDHW / CL GFLOP/s | "
         "GFLOP/step | before s | after s | speed-up | before GFLOP/s (share) | after GFLOP/s (share) | "
-        "weights bitwise equal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "weights bitwise equal | NCDHW s (layout's speed-up) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         ceil = r["ceiling_gflops"]
@@ -312,7 +319,7 @@ def write_report(report: dict) -> None:
             f"{ceil['ncdhw']:.0f} / {ceil['channels_last_3d']:.0f} | {r['step_gflop']:.2f} | {r['before_s']:.3f} | "
             f"{r['after_s']:.3f} | {r['speedup']:.2f}x | {r['before_gflops']:.1f} ({100 * r['before_gflops'] / best:.0f} %) | "
             f"{r['after_gflops']:.1f} ({100 * r['after_gflops'] / best:.0f} %) | "
-            f"{'yes' if r['bitwise_same_weights'] else 'NO'} |")
+            f"{'yes' if r['bitwise_same_weights'] else 'NO'} | {r['ncdhw_s']:.3f} ({r['channels_last_speedup']:.2f}x) |")
     groups = list(next(iter(rows.values()))["profile"])
     lines += ["", "Where an \"after\" step's time goes (torch.profiler, self CPU time per operator group, one step):", "",
               "| network | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
