@@ -66,10 +66,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], settings: OptimizerSet
 
     ``foreach=True``: on the CPU torch otherwise updates one parameter tensor
     at a time from Python; the multi-tensor path gives bitwise the same weights
-    and moments (tests/training/test_schedules_losses.py) with a fraction of
-    the dispatches (the optimiser share of a tiny network's step,
-    benchmarks/results/training.md). The fused kernels would be faster still
-    but round differently, which would move the study's numbers.
+    and moments (tests/training/test_schedules_losses.py) with fewer
+    dispatches. The fused kernels would be faster still but round
+    differently, which would move the study's numbers.
     """
     if settings.name == "sgd":
         return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
