@@ -8,9 +8,10 @@
 * Memory format: ``channels_last`` (``auto``, true or false) says whether
   networks that suit it run in channels_last_3d. ``auto`` resolves per device
   to the choice the stage measured, so the stages pass it in: training turns
-  it on wherever the network suits it (its DynUNet step measured 1.7-2x faster
-  on the CPU, benchmarks/results/training.md); inference only on CUDA (on the
-  CPU its gain was inconsistent, benchmarks/results/inference.md).
+  it on wherever the network suits it (every default network's step measured
+  1.2-1.4x faster than in NCDHW on the CPU, benchmarks/results/training.md);
+  inference only on CUDA (on the CPU its gain was inconsistent,
+  benchmarks/results/inference.md).
 """
 
 from __future__ import annotations

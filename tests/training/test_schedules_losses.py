@@ -52,10 +52,39 @@ def test_scheduler_drives_the_optimizer_per_step():
     assert seen == pytest.approx([0.01 * (1 - t / 4) ** 0.9 for t in range(4)])
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_multi_tensor_optimiser_steps_bitwise_like_the_per_tensor_loop(name):
+    """build_optimizer's foreach path, and the Trainer's foreach gradient clipping, must not move the
+    study's weights (they are there for speed only)."""
+    section = {"segmentation": {"optimizer": {"name": name, "lr": 0.02, "weight_decay": 1e-3}}}
+    settings = TrainingSettings.from_section(validate_section("training", section)).segmentation.optimizer
+    shapes = [(8, 4, 3, 3, 3), (8,), (16, 8, 3, 3, 3), (3, 16, 1, 1, 1)]
+    runs = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        opt = build_optimizer(params, settings)
+        assert opt.param_groups[0]["foreach"]
+        opt.param_groups[0]["foreach"] = foreach
+        grads = torch.Generator().manual_seed(1)
+        for step in range(12):
+            for i, p in enumerate(params):  # one tensor without a gradient now and then, as in train-on-detected
+                p.grad = None if (step + i) % 5 == 0 else torch.randn(p.shape, generator=grads)
+            torch.nn.utils.clip_grad_norm_(params, 12.0, foreach=foreach)
+            opt.step()
+        runs.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 def test_region_targets_are_nested_brats_regions():
     label = torch.tensor([0, 1, 2, 3], dtype=torch.float32).reshape(1, 1, 4, 1, 1)
     t = region_targets(label)[0, :, :, 0, 0]
     assert t.tolist() == [[0, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 1]]  # WT, TC, ET
+    # per sample of a batch, labels rounded first (resampled maps hold values near the integers)
+    batch = torch.tensor([[3.0001, 0.4, 1.0], [2.0, 0.0, 2.9999]]).reshape(2, 1, 3, 1, 1)
+    t = region_targets(batch)[..., 0, 0]
+    assert t.dtype == torch.float32 and t.shape == (2, 3, 3)
+    assert t.tolist() == [[[1, 0, 1], [1, 0, 1], [1, 0, 0]], [[1, 0, 1], [0, 0, 1], [0, 0, 1]]]
 
 
 def test_detection_targets_mark_patches_holding_tumour():

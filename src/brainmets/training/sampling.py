@@ -57,8 +57,8 @@ def step_seed(seed: int, iteration: int, stream: int, slot: int = 0) -> int:
 @dataclass
 class _Case:
     name: str
-    image: np.ndarray  # (4, X, Y, Z) memory-mapped
-    label: np.ndarray  # (X, Y, Z) memory-mapped
+    image: np.ndarray  # (4, X, Y, Z) view of the memory map
+    label: np.ndarray  # (X, Y, Z) view of the memory map
     lesion_voxels: list[np.ndarray] | None = None  # per lesion: (n, 3) int32 coordinates (subsampled)
     lesion_sizes: np.ndarray | None = None  # per lesion: true voxel count
 
@@ -107,7 +107,10 @@ class PatchSampler:
         self.cases = []
         for name in cases:
             image, label, _meta = load_case(cache_dir, name, mmap=True)
-            self.cases.append(_Case(name, image, label))
+            # plain ndarray views of the same mapped pages: indexing a np.memmap runs Python-level
+            # __getitem__/__array_finalize__, a fifth of a batch's time, all of it under the GIL that
+            # the training thread needs too (the background thread's batches came late: data wait)
+            self.cases.append(_Case(name, np.asarray(image), np.asarray(label)))
         self.channels = list(channels)
         self.patch = tuple(int(p) for p in patch)
         self.batch_patients = int(batch_patients)

@@ -264,7 +264,8 @@ class Trainer:
                 loss = detection_loss(main, detection_targets(label, self.ts.target), extra_loss)
             loss.backward()
             if self.ts.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ts.grad_clip)
+                # foreach: as the optimiser (schedules.build_optimizer), bitwise the per-tensor result
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ts.grad_clip, foreach=True)
             value = float(loss.detach())
         else:
             value = 0.0
