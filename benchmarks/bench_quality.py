@@ -105,26 +105,46 @@ def _overlay(*parts: dict) -> dict:
     return out
 
 
-#: name -> (what it changes against config.yaml, overlay). Order = the order they are run in.
+#: Today's value of every setting a candidate changes (config.yaml at commit d91fd34), so that a candidate
+#: means the same run whatever config.yaml holds now (the run folders are named by hashes of the settings).
+TODAY = {
+    "data": {"synthetic": {"n_cases": 20}, "split": {"fractions": [0.6, 0.2, 0.2]}},
+    "models": {"unet": {"filters": [8, 16, 32], "patch": [24, 24, 24]}},
+    "training": {"segmentation": {"iterations": 150, "batch_patients": 2, "crops_per_patient": 2,
+                                  "pos_fraction": 2 / 3, "positive_centre": "lesion", "positive_region": "wt",
+                                  "optimizer": {"name": "adam", "lr": 0.02},
+                                  "schedule": {"name": "poly", "exponent": 0.9}}},
+    "inference": {"overlap": 0.25, "blend": "constant", "threshold": 0.5},
+    "postprocessing": {"min_volume_mm3": {"WT": 0, "TC": 0, "ET": 0}},
+}
+SPLIT = _overlay(TODAY, SPLIT_12_4_6)
+
+#: name -> (what it changes against today's config.yaml, overlay). Order = the order they are run in.
 CANDIDATES: dict[str, tuple[str, dict]] = {
-    "today": ("config.yaml as it is: 20 cases 12/4/4", {}),
-    "split": ("22 cases 12/4/6", SPLIT_12_4_6),
+    "today": ("config.yaml at d91fd34: 20 cases 12/4/4", TODAY),
+    "split": ("22 cases 12/4/6", SPLIT),
     "cases30": ("30 cases 18/6/6 (more training patients, 6 val)",
-                {"data": {"synthetic": {"n_cases": 30}, "split": {"fractions": [0.6, 0.2, 0.2]}}}),
-    "pos050": ("split + pos_fraction 0.5 (2 of 4 crops on tumour, not 3)", _overlay(SPLIT_12_4_6, _seg(pos_fraction=0.5))),
-    "pos025": ("split + pos_fraction 0.25 (1 of 4 crops on tumour)", _overlay(SPLIT_12_4_6, _seg(pos_fraction=0.25))),
+                _overlay(TODAY, {"data": {"synthetic": {"n_cases": 30}}})),
+    "c30_pos025": ("cases30 + pos025", _overlay(TODAY, {"data": {"synthetic": {"n_cases": 30}}}, _seg(pos_fraction=0.25))),
+    "c30_pos025_gauss": ("cases30 + pos025 + gauss", _overlay(TODAY, {"data": {"synthetic": {"n_cases": 30}}},
+                                                            _seg(pos_fraction=0.25), _inference(blend="gaussian"))),
+    "pos050": ("split + pos_fraction 0.5 (2 of 4 crops on tumour, not 3)", _overlay(SPLIT, _seg(pos_fraction=0.5))),
+    "pos025": ("split + pos_fraction 0.25 (1 of 4 crops on tumour)", _overlay(SPLIT, _seg(pos_fraction=0.25))),
     "tcet": ("split + positive crops centred on tumour core/ET (positive_region tc_et)",
-             _overlay(SPLIT_12_4_6, _seg(positive_region="tc_et"))),
-    "it200": ("split + 200 iterations", _overlay(SPLIT_12_4_6, _seg(iterations=200))),
-    "lr01": ("split + Adam lr 0.01", _overlay(SPLIT_12_4_6, _seg(optimizer={"name": "adam", "lr": 0.01}))),
-    "deep4": ("split + U-Net 8-16-32-64 (one more level)", _overlay(SPLIT_12_4_6, _unet(filters=[8, 16, 32, 64]))),
-    "gauss": ("split + gaussian blending", _overlay(SPLIT_12_4_6, _inference(blend="gaussian"))),
-    "thr07": ("split + threshold 0.7", _overlay(SPLIT_12_4_6, _inference(threshold=0.7))),
-    "ov0": ("split + windows without overlap", _overlay(SPLIT_12_4_6, _inference(overlap=0.0))),
+             _overlay(SPLIT, _seg(positive_region="tc_et"))),
+    "it200": ("split + 200 iterations", _overlay(SPLIT, _seg(iterations=200))),
+    "lr01": ("split + Adam lr 0.01", _overlay(SPLIT, _seg(optimizer={"name": "adam", "lr": 0.01}))),
+    "deep4": ("split + U-Net 8-16-32-64 (one more level)", _overlay(SPLIT, _unet(filters=[8, 16, 32, 64]))),
+    "gauss": ("split + gaussian blending", _overlay(SPLIT, _inference(blend="gaussian"))),
+    "thr07": ("split + threshold 0.7", _overlay(SPLIT, _inference(threshold=0.7))),
+    "ov0": ("split + windows without overlap", _overlay(SPLIT, _inference(overlap=0.0))),
+    "gauss_tcet": ("gauss + tcet", _overlay(SPLIT, _inference(blend="gaussian"), _seg(positive_region="tc_et"))),
+    "gauss_it200": ("gauss + it200", _overlay(SPLIT, _inference(blend="gaussian"), _seg(iterations=200))),
+    "gauss_pos050": ("gauss + pos050", _overlay(SPLIT, _inference(blend="gaussian"), _seg(pos_fraction=0.5))),
     "crops3": ("split + 3 crops per patient, 100 iterations (same crops seen)",
-               _overlay(SPLIT_12_4_6, _seg(crops_per_patient=3, iterations=100))),
+               _overlay(SPLIT, _seg(crops_per_patient=3, iterations=100))),
     "patch32": ("split + 32^3 patches, 64 iterations (same voxels seen)",
-                _overlay(SPLIT_12_4_6, _unet(patch=[32, 32, 32]), _seg(iterations=64))),
+                _overlay(SPLIT, _unet(patch=[32, 32, 32]), _seg(iterations=64))),
 }
 
 
@@ -153,7 +173,8 @@ def train_key(config: dict) -> str:
 
 
 def predict_key(config: dict) -> str:
-    return _key(train_key(config), config["inference"])
+    minima = config["postprocessing"]["min_volume_mm3"]
+    return _key(train_key(config), config["inference"], *([minima] if any(minima.values()) else []))
 
 
 @contextlib.contextmanager
