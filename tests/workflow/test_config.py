@@ -71,6 +71,9 @@ def test_paper_config_merged_over_default_is_valid_and_paper_sized():
     assert "betas" not in config["training"]["segmentation"]["optimizer"]
     assert config["training"]["detection"]["iterations"] == 400 * 101
     assert len(config["baselines"]["models"]) == 12  # 11 paper rows + nnU-Net ResEnc
+    # the default's small-component removal is not the paper's
+    assert config["postprocessing"]["min_volume_mm3"] == {"WT": 0, "TC": 0, "ET": 0}
+    assert load_config(DEFAULT)["postprocessing"]["min_volume_mm3"]["WT"] > 0
 
 
 def test_paper_training_and_inference_settings_are_built_from_the_validated_config():
