@@ -12,8 +12,8 @@ The verbs run in this one process (``brainmets.cli.main``) one after the
 other on one thread (``--threads 1`` and ``torch.set_num_threads(1)``, as the
 workflow's one-thread jobs). The libraries are imported once before anything
 is timed, so a job's CPU seconds (``time.process_time``: every thread of the
-process) are its own work without the start-up each workflow job pays on top
-(measured once, ``startup_cpu_s``). Candidates that differ only in inference
+process) are its own work without the start-up each workflow job pays on top.
+Candidates that differ only in inference
 settings share their trainings (a run directory per hash of the data,
 training and U-Net sections).
 
@@ -21,8 +21,9 @@ Recorded per run and split: per region (WT, TC, ET, NETC, SNFH) the mean over
 cases of the legacy and lesion-wise Dice and of the false-positive lesions
 (``num_fp``); and the same after removing small components with minimum
 volumes tuned on the validation split of that run (``brainmets postprocess
-tune``, grid ``PP_GRID``). The default workflow does not postprocess: the
-second set shows what such a step would buy.
+tune``, grid ``PP_GRID``), which shows what such a step buys; the candidate
+``final`` instead sets the config's fixed ``postprocessing`` minima, applied by
+``brainmets predict`` as in the workflow.
 
 Targets (issue 12 item 5; checked on val to choose, reported on test, means
 over the seeds run):
@@ -126,6 +127,7 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "cases30": ("30 cases 18/6/6 (more training patients, 6 val)",
                 _overlay(TODAY, {"data": {"synthetic": {"n_cases": 30}}})),
     "c30_pos025": ("cases30 + pos025", _overlay(TODAY, {"data": {"synthetic": {"n_cases": 30}}}, _seg(pos_fraction=0.25))),
+    "c30_pos050": ("cases30 + pos050", _overlay(TODAY, {"data": {"synthetic": {"n_cases": 30}}}, _seg(pos_fraction=0.5))),
     "c30_pos025_gauss": ("cases30 + pos025 + gauss", _overlay(TODAY, {"data": {"synthetic": {"n_cases": 30}}},
                                                             _seg(pos_fraction=0.25), _inference(blend="gaussian"))),
     "final": ("c30_pos025 + WT components below 800 mm^3 removed (config postprocessing)",
@@ -401,7 +403,7 @@ def choose(report: dict) -> str | None:
         ratio = cand["train_cpu_s_per_job"] / today if today else None
         if ratio is None or ratio > MAX_TRAIN_RATIO:
             continue
-        for variant in ("plain",):
+        for variant in ("plain", "postprocessed"):
             summary = cand[variant]
             if not summary["targets_test"] or summary["targets_test"]["values"]["n_cases"] < 6:
                 continue
@@ -409,7 +411,7 @@ def choose(report: dict) -> str | None:
             score = np.mean([val[r]["lesion_dice"] for r in SELECTION_REGIONS])
             rank = (summary["targets_val"]["count"], score)
             if best_rank is None or rank > best_rank:
-                best, best_rank = name, rank
+                best, best_rank = f"{name} ({variant})", rank
     return best
 
 
@@ -506,33 +508,36 @@ def build_report(args, work: Path) -> dict:
 
 
 def write_markdown(report: dict, path: Path) -> None:
+    """The curated findings (quality_notes.md beside ``path``, when present), then the measured tables."""
     session = report.get("session", {})
-    lines = [
-        "# Quality against training time: choosing the default study's settings (benchmarks/bench_quality.py)",
+    notes = path.with_name(path.stem + "_notes.md")
+    lines = [notes.read_text().rstrip() + "\n" if notes.is_file() else "", 
+        "## Measured (benchmarks/bench_quality.py)",
         "",
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, shared with other jobs "
-        f"(load average {session.get('load_start', ['?'])[0]} at the start, "
+        f"(load average {session.get('load_start', [float('nan')])[0]:.1f} at the start, "
         f"{report['load_average_now'][0]:.1f} when this report was written); one thread per job.",
         "",
         "Method: see the script's docstring. Dice x100, means over the split's cases, then over seeds.",
         f"Subsets run: {', '.join(report['subsets'])}. The best subset is the one with the highest mean "
         "lesion-wise Dice over WT/TC/ET on **val**; its test numbers are reported, never chosen on.",
-        "Train CPU s/job: the training verb's own CPU seconds in one warm process (no start-up); "
-        f"start-up of a fresh process (imports) measured once: {session.get('startup_cpu_s', float('nan')):.1f} s CPU. "
-        "The workflow row's job CPU includes its start-up and MLflow (Snakemake's benchmark files). "
+        "Train CPU s/job: the training verb's own CPU seconds in one warm process (no start-up: the verbs' "
+        "imports were paid before timing). The workflow row's job CPU includes its start-up and MLflow (Snakemake's benchmark files). "
         f"x today: train CPU per job against `{REFERENCE}` (today's training settings, measured the same way).",
         "Candidates on different data (today's 20 cases, 22 or 30 cases) are scored on different val/test cases.",
         "Targets (6): ET lesion Dice >= 50 and WT legacy Dice >= 60 for the best subset, its WT FP/patient <= 3, "
         "T1c ET gap >= 10 (legacy), FLAIR/T2-alone over T1-alone SNFH gap >= 10 (legacy), >= 6 test cases.",
         f"Postprocessed rows: components below minimum volumes chosen per run on val from {report['pp_grid_mm3']} mm^3 "
-        "(`brainmets postprocess tune`); the default workflow does not do this.",
+        "(`brainmets postprocess tune`). The chosen config removes WT components below a fixed 800 mm^3 in "
+        "`brainmets predict` (`postprocessing:`): the `final` rows' plain variant is exactly that.",
         "",
         "## The curve",
         "",
         *curve_rows(report),
         "",
-        f"Chosen on val (training CPU <= {MAX_TRAIN_RATIO}x today's per job, >= 6 test cases, most val targets, "
-        f"then the best val score): **{report['chosen']}**.",
+        f"Automatic pick on val (training CPU <= {MAX_TRAIN_RATIO}x today's per job, >= 6 test cases, most val "
+        f"targets met over the subsets it ran, then the best val score; candidates with fewer subsets or seeds "
+        f"are disadvantaged, see the notes above): **{report['chosen']}**.",
         "",
     ]
     for name in (["today, workflow"] if report.get("base") else []) + list(report["candidates"]):
