@@ -85,6 +85,25 @@ def test_two_stage_cli_records_kept_windows_and_flops(tmp_path, cohort, model_fi
     assert row["detector_checkpoint_iteration"] == row["checkpoint_iteration"] == 1
 
 
+def test_config_postprocessing_removes_small_components_before_writing(tmp_path, cohort, model_files):
+    """The CLI reads the config's postprocessing minima: a WT minimum above any component clears the map."""
+    def predict(out, **config_keys):
+        config = _config(tmp_path)
+        config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), **config_keys}))
+        argv = ["predict", "--config", str(config), "--model", str(model_files["unet"]), "--cache", str(cohort["cache"]),
+                "--splits", str(cohort["splits"]), "--split", "val", "--out-dir", str(out), "--no-progress"]
+        assert cli_main(argv) == 0
+        case = next(c for c, split, _, _ in CASES if split == "val")
+        return np.asanyarray(nib.load(out / "predictions" / "val" / f"{case}.nii.gz").dataobj)
+
+    plain = predict(tmp_path / "plain")
+    assert plain.any()  # the random network labels something, so removing it shows
+    cleared = predict(tmp_path / "cleared", postprocessing={"min_volume_mm3": {"WT": 1.0e9}})
+    assert not cleared.any()
+    zero = predict(tmp_path / "zero", postprocessing={"min_volume_mm3": {"WT": 0, "TC": 0, "ET": 0}})
+    np.testing.assert_array_equal(zero, plain)
+
+
 def test_two_stage_with_a_rejecting_detector_predicts_background(tmp_path, cohort, model_files):
     from .conftest import save_model
 

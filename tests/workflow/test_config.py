@@ -45,6 +45,19 @@ def test_default_config_resolves_the_whole_study():
     assert config["data"]["synthetic"]["enabled"] is True
 
 
+def test_default_test_split_is_large_enough_for_a_significant_paired_test():
+    """Tables compare models with the exact paired Wilcoxon test on the test cases: with 5 or fewer
+    pairs its smallest two-sided p is >= 0.0625, so no difference could ever be significant."""
+    from brainmets.data.splits import split_sizes
+    from brainmets.reporting.stats import wilcoxon_smallest_p
+    from brainmets.reporting.tables import ALPHA
+
+    data = load_config(DEFAULT)["data"]
+    train, val, test = split_sizes(data["synthetic"]["n_cases"], data["split"]["fractions"])
+    assert test >= 6 and wilcoxon_smallest_p(test) < ALPHA
+    assert val >= 4  # the subset selection and postprocessing choices are made on val
+
+
 def test_paper_config_merged_over_default_is_valid_and_paper_sized():
     config = validate_config(merge_config(default_config(), yaml.safe_load(PAPER.read_text())), source=str(PAPER))
     assert config["data"]["synthetic"]["enabled"] is False
@@ -57,6 +70,9 @@ def test_paper_config_merged_over_default_is_valid_and_paper_sized():
     assert "betas" not in config["training"]["segmentation"]["optimizer"]
     assert config["training"]["detection"]["iterations"] == 400 * 101
     assert len(config["baselines"]["models"]) == 12  # 11 paper rows + nnU-Net ResEnc
+    # the default's small-component removal is not the paper's
+    assert config["postprocessing"]["min_volume_mm3"] == {"WT": 0, "TC": 0, "ET": 0}
+    assert load_config(DEFAULT)["postprocessing"]["min_volume_mm3"]["WT"] > 0
 
 
 def test_paper_training_and_inference_settings_are_built_from_the_validated_config():
@@ -253,7 +269,7 @@ def test_load_config_errors_name_the_file(tmp_path):
 def test_load_config_overrides_merge_deeply():
     config = load_config(DEFAULT, overrides={"data": {"split": {"seed": 7}}, "seeds": [3]})
     assert config["data"]["split"]["seed"] == 7
-    assert config["data"]["split"]["fractions"] == [0.6, 0.2, 0.2]
+    assert config["data"]["split"]["fractions"] == default_config()["data"]["split"]["fractions"]
     assert config["seeds"] == [3]
 
 

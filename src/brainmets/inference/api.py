@@ -9,7 +9,8 @@ For every case of every requested split:
    (:func:`~brainmets.data.preprocess.probabilities_to_original_grid`; exact
    when the cache was not resampled) and only then are thresholded into
    labels (:func:`~brainmets.inference.labels.regions_to_labels`), which gives
-   smoother boundaries than upsampling a label map from a 2 mm cache;
+   smoother boundaries than upsampling a label map from a 2 mm cache; components
+   below the config's ``postprocessing`` minima are then removed;
 4. ``<out_dir>/predictions/<split>/<case>.nii.gz`` is written atomically,
    uint8, with the original affine and header codes.
 
@@ -101,8 +102,13 @@ def predict_case(
     runtime: Runtime,
     detector: Network | None = None,
     reference: ReferenceModel | None = None,
+    min_volume_mm3: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Predict one cached case, write its label NIfTI and return its table row."""
+    """Predict one cached case, write its label NIfTI and return its table row.
+
+    ``min_volume_mm3``: per region, components below it are removed from the
+    labels (the config's ``postprocessing``; :mod:`brainmets.inference.postprocess`).
+    """
     from brainmets.data.preprocess import load_case, probabilities_to_original_grid
 
     start = time.perf_counter()
@@ -113,7 +119,12 @@ def predict_case(
     else:
         result = predict_two_stage(detector, segmentor, volume, settings, runtime, reference=reference)
     probabilities, _ = probabilities_to_original_grid(result.probabilities.numpy(), meta, fill=0.0)
-    write_labels_nifti(regions_to_labels(probabilities, settings.threshold, settings.label_export), meta, out_path)
+    labels = regions_to_labels(probabilities, settings.threshold, settings.label_export)
+    if min_volume_mm3:
+        from brainmets.inference.postprocess import remove_small_components
+
+        labels = remove_small_components(labels, min_volume_mm3, meta["original_spacing"])
+    write_labels_nifti(labels, meta, out_path)
     row = {"case": case, **result.record, "seconds_total": time.perf_counter() - start}
     return row
 
@@ -133,8 +144,8 @@ def predict_splits(
 
     With ``detector_path`` the two-stage model runs (``model_path`` is its
     segmentor); ``config`` supplies the single-pass reference for its FLOP
-    comparison (``modality_study.model``) and, when ``settings`` is None, the
-    ``inference`` section.
+    comparison (``modality_study.model``), the ``postprocessing`` minima and,
+    when ``settings`` is None, the ``inference`` section.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -147,6 +158,7 @@ def predict_splits(
     segmentor = load_network(model_path, runtime, task="segmentation")
     detector = load_network(detector_path, runtime, task="detection") if detector_path else None
     reference = reference_from_config(config, len(segmentor.channels)) if detector else None
+    min_volume_mm3 = config["postprocessing"]["min_volume_mm3"] if config is not None else None
     selected = checkpoint_columns(model_path, segmentor.info)
     if detector is not None:
         selected |= checkpoint_columns(detector_path, detector.info, prefix="detector_")
@@ -161,7 +173,7 @@ def predict_splits(
             rows.append(
                 predict_case(
                     case, cache_dir, prediction_path(out_dir, split, case), segmentor, settings, runtime,
-                    detector=detector, reference=reference,
+                    detector=detector, reference=reference, min_volume_mm3=min_volume_mm3,
                 ) | selected
             )
         columns = list(TABLE_COLUMNS) + (list(TWO_STAGE_COLUMNS) if detector else [])
