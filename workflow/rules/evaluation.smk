@@ -30,6 +30,7 @@ rule predict_twostage:
         out_dir=out_dir,
         splits=EVAL_SPLITS,
         inference=config["inference"],
+        postprocessing=config["postprocessing"],
     threads: RES["predict"]["threads"]
     resources:
         mem_mb=RES["predict"]["mem_mb"],

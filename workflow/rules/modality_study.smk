@@ -37,6 +37,7 @@ rule train_modality:
         settings=model_settings,
         predict=PREDICT_ARGS,
         inference=config["inference"],
+        postprocessing=config["postprocessing"],
     threads: RES["train"]["threads"]
     resources:
         mem_mb=RES["train"]["mem_mb"],

@@ -2,7 +2,7 @@
 # twostage.subsets (`selected` = the modality study's decision, read from
 # selection/modality.json; canonical keys such as all four) x seeds, as the
 # modality study's training rule with the configured detector and segmentor
-# models. Neither predicts on its own (params predict and inference empty):
+# models. Neither predicts on its own (params predict, inference and postprocessing empty):
 # they are predicted together (the segmentor runs only on windows the detector
 # keeps) into twostage/combined/<subset>/seed<k>/ by evaluation.smk, which
 # also evaluates it.
@@ -18,6 +18,7 @@ use rule train_modality as train_detector with:
         settings=twostage_settings,
         predict="",
         inference=None,
+        postprocessing=None,
     log:
         f"{LOGS}/twostage/detector/{{subset}}/seed{{seed}}/train.log",
     benchmark:
@@ -38,6 +39,7 @@ use rule train_modality as train_segmentor with:
         settings=twostage_settings,
         predict="",
         inference=None,
+        postprocessing=None,
     log:
         f"{LOGS}/twostage/segmentor/{{subset}}/seed{{seed}}/train.log",
     benchmark:
