@@ -256,6 +256,16 @@ def _chain_command(workdir: Path, cluster, configs: list[Path], extra: list[str]
     )
 
 
+def prepare_chain_data(workdir: Path, env: dict[str, str]) -> None:
+    """Synthesise, preprocess and split the chain study's cohort locally in ``workdir`` (no training)."""
+    prepared = subprocess.run(
+        snakemake_command(workdir, ["--configfile", str(REDUCED), str(CHAIN), "--cores", "2",
+                                    "results/data/preprocessed.done", "results/data/splits.tsv"],
+                          LOCAL_RUN_TIMEOUT_S),
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=LOCAL_RUN_TIMEOUT_S + 30)
+    assert prepared.returncode == 0, (prepared.stdout + prepared.stderr)[-6000:]
+
+
 def calibrated_iterations(workdir: Path, env: dict[str, str], scratch: Path) -> int:
     """Iterations (in hundreds) whose training steps take CHAIN_TRAINING_S on this machine now.
 
@@ -315,12 +325,7 @@ def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(sl
     slurm_dir, local_dir, scratch = tmp_path / "slurm", tmp_path / "local", tmp_path / "calibration"
     local_dir.mkdir()
     scratch.mkdir()
-    prepared = subprocess.run(
-        snakemake_command(local_dir, ["--configfile", str(REDUCED), str(CHAIN), "--cores", "2",
-                                      "results/data/preprocessed.done", "results/data/splits.tsv"],
-                          LOCAL_RUN_TIMEOUT_S),
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=LOCAL_RUN_TIMEOUT_S + 30)
-    assert prepared.returncode == 0, (prepared.stdout + prepared.stderr)[-6000:]
+    prepare_chain_data(local_dir, env)
     iterations = calibrated_iterations(local_dir, env, scratch)
     sized = tmp_path / "iterations.yaml"
     sized.write_text(yaml.safe_dump({"training": {"segmentation": {"iterations": iterations}}}))
@@ -401,12 +406,7 @@ def test_a_real_error_in_a_chained_training_is_trained_once(slurm_cluster, tmp_p
     """A corrupted cache: the training fails; the profile's resubmissions stop at once with its error."""
     env = snakemake_env(slurm_cluster.env())
     workdir = tmp_path / "slurm"
-    prepared = subprocess.run(
-        snakemake_command(workdir, ["--configfile", str(REDUCED), str(CHAIN), "--cores", "2",
-                                    "results/data/preprocessed.done", "results/data/splits.tsv"],
-                          LOCAL_RUN_TIMEOUT_S),
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=LOCAL_RUN_TIMEOUT_S + 30)
-    assert prepared.returncode == 0, (prepared.stdout + prepared.stderr)[-6000:]
+    prepare_chain_data(workdir, env)
     for cached in (workdir / "results" / "data" / "preprocessed").glob("*.npy"):
         cached.write_bytes(b"not a numpy file")
 
