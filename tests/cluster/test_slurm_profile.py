@@ -26,6 +26,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+# One pytest-xdist worker for the whole file: the cluster fixture is per worker session and holds a
+# machine-wide lock until that session ends, so a second worker would wait out the first one's run.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
 PROFILE_DIR = REPO / "workflow" / "profiles" / "slurm"
