@@ -389,7 +389,11 @@ def test_training_longer_than_the_time_limit_finishes_through_a_chain_of_jobs(sl
     for job in jobs[:-1]:
         # The training itself saved and said "resume me" (it got the signal, it was not killed first).
         [log] = (slurm_dir / ".snakemake" / "slurm_logs" / "rule_train_modality").rglob(f"{job['JobIDRaw']}.log")
-        assert "returned non-zero exit status 75" in log.read_text(errors="replace"), (job, log.read_text()[-3000:])
+        # Or, a race at the limit, the training had just finished when the job was stopped; the next
+        # job then resumes at the last iteration, trains no step and predicts.
+        text = log.read_text(errors="replace")
+        assert ("returned non-zero exit status 75" in text
+                or "Finished jobid: 0 (Rule: train_modality)" in text), (job, text[-3000:])
 
     # --- one history row per logged iteration, none missing, none repeated
     assert _history_iterations(slurm_dir / RUN_DIR) == list(range(10, iterations + 1, 10))
