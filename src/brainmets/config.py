@@ -282,6 +282,9 @@ def _describe_schema_error(error) -> list[str]:
     if kind == "pattern" and "A-Za-z" in str(error.validator_value):
         return [f"config key {where}: the name {value!r} must start with a letter and hold only "
                 "letters, digits, '_' and '-'"]
+    if kind == "pattern" and description:
+        # the description lists the allowed values; the regular expression would only repeat them
+        return [f"config key {where} is {value!r}; expected {description}"]
     return [f"config key {where}: {error.message}" + (f" (expected {description})" if description else "")]
 
 

@@ -1,14 +1,20 @@
 """The runtime shared by training and inference: device choice, autocast, memory format."""
 
+import re
+
 import pytest
 import torch
 
-from brainmets.config import validate_section
+from brainmets.cli import build_parser
+from brainmets.cli import main as cli_main
+from brainmets.config import ConfigError, validate_section
 from brainmets.errors import BrainmetsError
 from brainmets.inference import InferenceSettings, inference_runtime
 from brainmets.runtime import Runtime, resolve_device
 
 CUDA = torch.cuda.is_available()
+#: the allowed values as the schema's $defs/device describes them
+ALLOWED = re.escape("expected auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def inference_settings(**keys) -> InferenceSettings:
@@ -18,10 +24,25 @@ def inference_settings(**keys) -> InferenceSettings:
 def test_device_choice():
     assert resolve_device("auto") == torch.device("cuda" if CUDA else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(BrainmetsError, match="training.device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
-        resolve_device("gpu", "training.device")
-    with pytest.raises(BrainmetsError, match="training.device must be auto, cpu, cuda or cuda:N, got 'mps'"):
-        resolve_device("mps", "training.device")
+
+
+@pytest.mark.parametrize("section", ["training", "inference"])
+@pytest.mark.parametrize("value", ["gpu", "mps", "cuda:x"])
+def test_a_device_the_schema_does_not_allow_is_refused_naming_key_and_values(section, value):
+    with pytest.raises(ConfigError, match=rf"config key {section}.device is '{re.escape(value)}'; {ALLOWED}"):
+        validate_section(section, {"device": value})
+    assert validate_section(section, {"device": "cuda:1"})["device"] == "cuda:1"
+
+
+def test_a_bad_device_flag_stops_the_verb_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "cases"), "--model", str(tmp_path / "run"), "--out", str(out), "--device"]
+    assert build_parser().parse_args([*args, "cuda:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit) as stop:
+        cli_main([*args, "gpu"])
+    assert stop.value.code == 2
+    assert re.search(rf"argument --device: config key inference.device is 'gpu'; {ALLOWED}", capsys.readouterr().err)
+    assert not out.exists()
 
 
 def test_cuda_asked_for_but_absent_is_an_error_naming_the_setting():

@@ -3,7 +3,9 @@
 A verb module in this package defines ``HELP`` (one line), ``add_arguments(parser)``
 and ``run(args) -> int``. Modules import only argparse-level things at import
 time; heavy libraries (torch, MONAI, MLflow) are imported inside ``run`` so that
-``brainmets --help`` and torch-free verbs (evaluate, tables) start fast.
+``brainmets --help`` and torch-free verbs (evaluate, tables) start fast. The
+``--device`` flags, which override ``inference.device``, are typed by
+:func:`config_override`, so the config schema is the one source of its allowed values.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import os
 import pkgutil
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from brainmets import __version__
 from brainmets.errors import BrainmetsError
@@ -28,6 +32,27 @@ _ORDER = [
 def _verb_modules() -> list[str]:
     found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
     return sorted(found, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+
+
+def config_override(section: str, key: str) -> Callable[[str], Any]:
+    """An argparse ``type`` for a flag that overrides config key ``<section>.<key>``.
+
+    The value is checked by that key's definition in the config schema
+    (:func:`brainmets.config.validate_section`), the one source of its allowed
+    values: the flag accepts exactly what a config file does, and a bad value
+    stops the verb while its arguments are parsed, before any work, with the
+    key and the allowed values named.
+    """
+
+    def check(value: str) -> Any:
+        from brainmets.config import ConfigError, validate_section
+
+        try:
+            return validate_section(section, {key: value})[key]
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError("; ".join(exc.problems)) from None
+
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:

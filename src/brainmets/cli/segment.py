@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from brainmets.cli import config_override
 from brainmets.constants import CHECKPOINT_FILES, MODALITIES
 
 HELP = "segment new cases (a folder of cases, one case folder, or four files) with trained model(s)"
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="config.yaml whose 'inference' section to use (optional)")
     parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES),
                         help="override inference.checkpoint: each run's best.pt (best) or model.pt (final)")
-    parser.add_argument("--device", help="override inference.device (auto, cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--device", type=config_override("inference", "device"),
+                        help="override inference.device, e.g. cpu or cuda:1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
