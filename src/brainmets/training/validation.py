@@ -14,8 +14,10 @@ segmentation
     BraTS). ``val_score`` = mean of the three.
 detection
     every validation case is tiled into the detector's windows (the inference
-    overlap); each window's target is :func:`~brainmets.training.losses.detection_targets`
-    of its label; ``val_score`` = F1 of logit > ``inference.detector_threshold``
+    overlap), scored in batches of ``inference.detector_batch_size`` as at test
+    time (eval mode: the batch changes no logit beyond float rounding); each
+    window's target is :func:`~brainmets.training.losses.detection_targets` of
+    its label; ``val_score`` = F1 of logit > ``inference.detector_threshold``
     over all windows of all cases (1 when no window holds tumour and none is
     predicted), with precision, recall and mean BCE alongside.
 """
@@ -101,7 +103,7 @@ class VolumeValidator:
     def _detection(self, model: torch.nn.Module) -> dict[str, float]:
         counts = {"tp": 0, "fp": 0, "fn": 0, "n": 0}
         bce = 0.0
-        patch, batch_size = self.patch, int(self.settings.batch_size)
+        patch, batch_size = self.patch, int(self.settings.detector_batch_size)
         for image, label in self._volumes():
             volume = torch.cat([image[self.channels], label[None].float()])
             full = padded_shape(volume.shape[1:], patch)
