@@ -25,7 +25,7 @@ their probabilities would not describe the same input.
 
 ``brainmets segment`` reads each run's card (or builds it when the run has
 none) for the weights ``inference.checkpoint`` names (:func:`weights_path`,
-as the study's prediction rules do) and checks it against that file before
+as for the study's predictions) and checks it against that file before
 using the run: a card whose digest for it differs describes other weights
 and is refused.
 """

@@ -6,7 +6,7 @@ Model. One or more *members*, each a trained run directory (single-pass
 sliding window) or a detector + segmentor pair (the two-stage model). Several
 members form an ensemble: their region probabilities are averaged. Each run
 contributes the weights ``inference.checkpoint`` names (best.pt or model.pt,
-as in the study's prediction rules). Each run's model card
+as in the study's predictions). Each run's model card
 (:mod:`brainmets.inference.card`) says which sequences it needs and how its
 cases were preprocessed; members must agree on both.
 
