@@ -11,8 +11,8 @@
 #   modality_study.smk  3D U-Net x 15 modality subsets x seeds; subset selection
 #   two_stage.smk       detector + segmentor with the selected subset and all four sequences
 #   baselines.smk       single-pass comparison models, all four sequences
-#   evaluation.smk      prediction of the two-stage model (val + test in one job); evaluation of every run
-#                       (single-pass runs are predicted on val + test by their training job)
+#   evaluation.smk      prediction and evaluation of the two-stage model (val + test in one job; the
+#                       single-pass runs are predicted and evaluated on val + test by their training job)
 #   ensembles.smk       seed ensembles (+ mirroring, + tuned postprocessing) as Table 2 rows; segment_external
 #   report.smk          tables (CSV + LaTeX) and figures (PNG + PDF), in the report
 #   tracking.smk        after a successful run: every run's outcome and the study summaries into MLflow

@@ -17,8 +17,11 @@ Per kind of job it reports jobs, summed wall and CPU seconds, CPU/wall (below
 disk), the compute
 seconds the runs measured and the rest, ``overhead = wall - compute``: start-up
 (interpreter, imports of torch / MONAI / MLflow, model building), reading the
-cache, MLflow, writing files (shown as "-" for jobs that keep no clock of their
-own: evaluation, data, reporting). ``snakemake + other`` is
+cache, MLflow, writing files and, since the jobs that predict also evaluate
+(``--evaluate-gt``), the evaluation of their predictions (shown as "-" for jobs
+that keep no clock of their own: data, reporting, the seed ensembles'
+``evaluate_ensemble``, and the ``evaluate`` jobs of a study run before that
+change, which a ``--compare`` may still list). ``snakemake + other`` is
 the command's CPU time minus the jobs' CPU time: Snakemake's scheduler and
 DAG updates, the tracking hooks, and the CPU Snakemake's benchmark misses
 (it samples each job once a second, every 30 s after the first 30 s).

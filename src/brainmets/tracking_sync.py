@@ -4,8 +4,8 @@ Training jobs mirror their curves into MLflow (brainmets.tracking); what a
 run achieved only exists once it is predicted and evaluated, in files
 (``metrics/<split>.tsv``, ``inference/<split>.tsv``). This module copies
 those numbers into the same MLflow runs in one pass at the end of the
-workflow (the ``onsuccess`` hook in workflow/rules/tracking.smk), so that 100+
-evaluation jobs never import MLflow or open the store (~3 s each, and
+workflow (the ``onsuccess`` hook in workflow/rules/tracking.smk), so that the
+jobs that evaluate (one per run) never write outcomes into the store (~3 s each, and
 concurrent writers on one sqlite file).
 
 * **Which run.** A trained run is found by its ``run_dir`` tag (the absolute

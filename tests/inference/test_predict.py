@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -83,6 +85,42 @@ def test_two_stage_cli_records_kept_windows_and_flops(tmp_path, cohort, model_fi
     assert row["single_pass_model"] == "unet" and row["flops_single_pass"] > 0
     assert row["detector_checkpoint"] == model_files["detector_accept_all"].name
     assert row["detector_checkpoint_iteration"] == row["checkpoint_iteration"] == 1
+
+
+def test_two_stage_cli_evaluates_its_predictions_as_brainmets_evaluate(tmp_path, cohort, model_files, capsys):
+    """--evaluate-gt (the workflow's predict_twostage): each split's metric files, byte for byte those of a
+    separate `brainmets evaluate`; a ground truth lacking a predicted case fails the command naming it."""
+    raw = cohort["root"] / "raw"
+    config = _config(tmp_path)
+
+    def predict(splits, out_dir, gt):
+        return cli_main([
+            "predict", "--config", str(config), "--model", str(model_files["segmentor"]),
+            "--detector", str(model_files["detector_accept_all"]), "--cache", str(cohort["cache"]),
+            "--splits", str(cohort["splits"]), "--split", *splits, "--out-dir", str(out_dir), "--no-progress",
+            "--evaluate-gt", str(gt),
+        ])
+
+    out = tmp_path / "twostage"
+    assert predict(["val", "test"], out, raw) == 0
+    assert f"evaluated 1 case(s) -> {out / 'metrics' / 'test.tsv'}" in capsys.readouterr().out
+    alone = tmp_path / "alone"
+    for split in ("val", "test"):
+        assert cli_main(["evaluate", "--pred-dir", str(out / "predictions" / split), "--gt-dir", str(raw),
+                         "--out", str(alone / f"{split}.tsv"), "--lesions-out", str(alone / f"{split}_lesions.tsv"),
+                         "--cases-from", str(cohort["splits"]), "--split", split]) == 0
+        for name in (f"{split}.tsv", f"{split}_lesions.tsv"):
+            assert (out / "metrics" / name).read_bytes() == (alone / name).read_bytes(), name
+
+    test_case = next(c for c, split, _, _ in CASES if split == "test")
+    partial = tmp_path / "partial"
+    shutil.copytree(raw, partial, ignore=lambda folder, names: [n for n in names if n == test_case])
+    failed = tmp_path / "failed"
+    capsys.readouterr()
+    assert predict(["test"], failed, partial) == 2
+    err = capsys.readouterr().err
+    assert test_case in err and "no ground truth" in err, err
+    assert not (failed / "metrics" / "test.tsv").exists() and not list(failed.rglob(".*.part*"))
 
 
 def test_config_postprocessing_removes_small_components_before_writing(tmp_path, cohort, model_files):

@@ -297,15 +297,16 @@ def test_evaluate_with_a_missing_prediction_keeps_the_earlier_metrics(cohort, tr
 # --------------------------------------------------------------------------- through Snakemake
 
 
-def _assert_failed_rule(run, rule: str, log: Path, *message: str) -> str:
-    """Snakemake failed in ``rule``, named its log; the log holds the brainmets message, no traceback."""
+def _assert_failed_rule(run, rule: str, log: Path, *message: str, verb: str | None = None) -> str:
+    """Snakemake failed in ``rule``, named its log; the log holds the brainmets message (of ``verb``,
+    default the rule's name), no traceback."""
     out = run.stdout
     assert run.returncode != 0, out
     assert f"Error in rule {rule}:" in out, out
     assert "Traceback" not in out, f"snakemake printed a traceback:\n{out}"
     text = log.read_text()
     assert "Traceback" not in text, text
-    assert f"brainmets {rule}: error:" in text, text
+    assert f"brainmets {verb or rule}: error:" in text, text
     for needle in message:
         assert needle in text, f"{needle!r} not in {log}:\n{text}"
     return text
@@ -359,13 +360,14 @@ def test_snakemake_reports_every_bad_case_and_keeps_earlier_results(cohort, tmp_
 
 
 def test_snakemake_evaluate_with_a_missing_prediction(cohort, tmp_path):
-    """Only the evaluate rule runs (--allowed-rules): predictions are given, one is then deleted.
+    """Only the seed ensembles' evaluation rule runs (--allowed-rules): predictions are given, one is then deleted.
 
+    (The study's own runs are evaluated by the job that predicted them: tests/training/test_train_predict.py.)
     The test-split metrics (another job) stay byte-identical; the val job's outputs are removed by
     Snakemake before the rerun, which then fails naming the case.
     """
     work = tmp_path / "work"
-    run_dir = work / "results" / "modality" / "unet" / "t1c" / "seed0"
+    run_dir = work / "results" / "ensembles" / "modality" / "t1c" / "mean"
     data = work / "results" / "data"
     data.mkdir(parents=True)
     cases = sorted(p.name for p in cohort.iterdir())
@@ -374,8 +376,9 @@ def test_snakemake_evaluate_with_a_missing_prediction(cohort, tmp_path):
     for split, members in (("val", cases[2:4]), ("test", cases[4:6])):
         _predictions_from_ground_truth(cohort, members, run_dir / "predictions" / split)
     config = workflow_config(tmp_path / "config.yaml", cohort)
-    targets = [f"results/modality/unet/t1c/seed0/metrics/{s}.tsv" for s in ("val", "test")]
-    first = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "evaluate", *targets)
+    targets = [f"results/ensembles/modality/t1c/mean/metrics/{s}.tsv" for s in ("val", "test")]
+    first = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "evaluate_ensemble",
+                          *targets)
     assert first.returncode == 0, first.stdout
     test_metrics = digests(run_dir / "metrics")
     test_metrics = {k: v for k, v in test_metrics.items() if k.startswith("test")}
@@ -383,11 +386,12 @@ def test_snakemake_evaluate_with_a_missing_prediction(cohort, tmp_path):
     missing = run_dir / "predictions" / "val" / f"{cases[3]}.nii.gz"
     missing.unlink()
     # Snakemake sees no change (the predictions folder itself keeps its time stamp): ask for the rerun
-    run = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "evaluate",
+    run = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "evaluate_ensemble",
                         "--force", targets[0])
 
-    log = work / "results" / "logs" / "modality" / "unet" / "t1c" / "seed0" / "evaluate_val.log"
-    _assert_failed_rule(run, "evaluate", log, cases[3], "prediction missing", "--missing-as-empty")
+    log = work / "results" / "logs" / "ensembles" / "modality" / "t1c" / "mean" / "evaluate_val.log"
+    _assert_failed_rule(run, "evaluate_ensemble", log, cases[3], "prediction missing", "--missing-as-empty",
+                        verb="evaluate")
     after = {k: v for k, v in digests(run_dir / "metrics").items() if k.startswith("test")}
     assert after == test_metrics, "the test-split metrics of another job were changed"
     assert not (run_dir / "metrics" / "val.tsv").exists()  # Snakemake removed the rerun job's stale output

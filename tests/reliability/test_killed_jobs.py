@@ -5,9 +5,9 @@
   checkpoint (not from zero) and it ends with bitwise the weights of an
   uninterrupted run. The rerun's training job, predicting once trained, is
   SIGKILLed while it writes a prediction; the next rerun resumes from the final
-  checkpoint (no step), predicts, and the metrics equal the uninterrupted run's
-  byte for byte (same config and seed -> same metrics, on CPU); another seed
-  gives other metrics.
+  checkpoint (no step), predicts and evaluates in the same job, and the metrics
+  equal the uninterrupted run's byte for byte (same config and seed -> same
+  metrics, on CPU); another seed gives other metrics.
 * `brainmets predict` / `brainmets evaluate` killed in the middle of a file or
   just before its rename (kill_at.py): a finished-looking file is always
   complete, the earlier result is kept, and the rerun completes.
@@ -165,7 +165,7 @@ def _killed_and_resumed(work: Path, run_dir: Path, args: list[str], tmp_path: Pa
     assert not list(inference.glob("[!.]*")), "an output of the killed job survived under its final name"
     assert all(".part" in p.name for p in inference.glob(".*"))
 
-    # 3. rerun again: training resumes at its final checkpoint (no step), predicts; everything completes
+    # 3. rerun again: training resumes at its final checkpoint (no step), predicts, evaluates; everything completes
     run3 = run_snakemake(work, *args, "--rerun-incomplete")
     assert run3.returncode == 0, run3.stdout
     train_log = (work / "results/logs/modality/unet/t1c/seed0/train.log").read_text()

@@ -27,10 +27,11 @@ def test_default_config_expands_the_whole_study(snakemake):
     assert jobs["train_detector"] == 2 * 3
     assert jobs["train_segmentor"] == 2 * 3
     assert jobs["train_baseline"] == n_baselines * 3
-    # single-pass runs are predicted by their training job; the two-stage pair by predict_twostage
+    # single-pass runs are predicted and evaluated by their training job; the two-stage pair by
+    # predict_twostage: no job evaluates on its own
     assert "predict" not in jobs
     assert jobs["predict_twostage"] == 6
-    assert jobs["evaluate"] == 2 * (45 + 6 + n_baselines * 3)  # val and test
+    assert "evaluate" not in jobs and "evaluate_ensemble" not in jobs
     for once in ("synthesise", "index", "split", "preprocess", "select_subset", "tables", "figures"):
         assert jobs[once] == 1, once
     # a dry-run writes no results
@@ -47,7 +48,7 @@ def test_paper_config_builds_the_full_dag_without_the_data(snakemake):
     # Table 2: 11 paper rows (the 3D-UNET reused from the modality study) + nnU-Net ResEnc, 3 seeds each
     assert jobs["train_baseline"] == 11 * 3
     assert "predict" not in jobs and jobs["predict_twostage"] == 6
-    assert jobs["evaluate"] == 2 * (45 + 6 + 33)
+    assert "evaluate" not in jobs
     assert "synthesise" not in jobs
     # per-case preprocessing waits for the index checkpoint; its collector is in the DAG
     assert jobs["preprocess_all"] == 1 and "preprocess" not in jobs
@@ -96,7 +97,7 @@ def test_every_job_has_a_benchmark_mirroring_its_log(snakemake, configfile):
     assert run.returncode == 0, run.output
     jobs = run.jobs()
     assert {rule for rule, _ in jobs} >= {"train_modality", "train_detector", "train_segmentor", "train_baseline",
-                                          "predict_twostage", "evaluate", "index", "split",
+                                          "predict_twostage", "index", "split",
                                           "select_subset", "tables", "figures"}
     for rule, fields in jobs:
         if rule == "all":
@@ -160,13 +161,20 @@ def test_prediction_reads_the_chosen_checkpoint(snakemake, tmp_path, choice, wei
         block = run.output.split(f"rule {rule}:")[1].split("\n\n")[0]
         inputs = block.split("input: ")[1].split("\n")[0]
         assert f"seed0/{weights}" in inputs and f"seed0/{other}" not in inputs
-    # single-pass runs: their training job predicts val and test with the chosen file
+    # single-pass runs: their training job predicts val and test with the chosen file, then evaluates
+    # them against the cohort (the synthetic root here) into the run's metrics files, its outputs
     for rule in ("train_modality", "train_baseline"):
-        command = run.output.split(f"rule {rule}:")[1].split("brainmets train ")[1].split("\n")[0]
-        assert f"--predict val test --predict-weights {weights}" in command, command
+        after = run.output.split(f"rule {rule}:")[1]
+        command = after.split("brainmets train ")[1].split("\n")[0]
+        assert f"--predict val test --predict-weights {weights} --evaluate-gt results/synthetic" in command, command
+        assert "seed0/metrics/test_lesions.tsv" in after.split("output: ")[1].split("\n")[0], after
     for rule in ("train_detector", "train_segmentor"):
         command = run.output.split(f"rule {rule}:")[1].split("brainmets train ")[1].split("\n")[0]
-        assert "--predict" not in command, command
+        assert "--predict" not in command and "--evaluate-gt" not in command, command
+    command = run.output.split("rule predict_twostage:")[1].split("brainmets predict ")[1].split("\n")[0]
+    assert "--evaluate-gt results/synthetic" in command, command
+    # the seed ensembles are the only predictions evaluated by a job of their own
+    assert "rule evaluate_ensemble:" in run.output and "rule evaluate:" not in run.output
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 # Baselines: single-pass models (baselines.models) trained on baselines.subset
 # (all four sequences by default) x seeds, exactly as the modality study's
-# U-Net (predicted on val and test by the training job); evaluation: evaluation.smk.
+# U-Net (predicted and evaluated on val and test by the training job).
 
 
 use rule train_modality as train_baseline with:
@@ -10,6 +10,14 @@ use rule train_modality as train_baseline with:
         predictions=directory(f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/predictions"),
         inference=expand(
             f"{RESULTS}/baselines/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
+        metrics=expand(
+            f"{RESULTS}/baselines/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
+        lesions=expand(
+            f"{RESULTS}/baselines/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}_lesions.tsv",
             split=EVAL_SPLITS,
         ),
     params:

@@ -119,8 +119,9 @@ BASELINE_MODELS = trained_baselines(config)
 BASELINE_SUBSET = config["baselines"]["subset"]
 #: the weights the prediction rules read (inference.checkpoint); training writes both
 PREDICT_WEIGHTS = CHECKPOINT_FILES[config["inference"]["checkpoint"]]
-#: `brainmets train` arguments of the single-pass runs: predict val and test in the training job
-PREDICT_ARGS = f"--predict {' '.join(EVAL_SPLITS)} --predict-weights {PREDICT_WEIGHTS}"
+#: `brainmets train` arguments of the single-pass runs: predict val and test in the training job,
+#: then evaluate them there against the cohort's ground truth (a param: a changed root reruns the job)
+PREDICT_ARGS = f"--predict {' '.join(EVAL_SPLITS)} --predict-weights {PREDICT_WEIGHTS} --evaluate-gt {COHORT_ROOT}"
 
 
 wildcard_constraints:

@@ -100,17 +100,30 @@ rule postprocess_ensemble:
         "--out-dir {output} --subdirs {params.splits} > {log} 2>&1"
 
 
-use rule evaluate as evaluate_ensemble with:
+rule evaluate_ensemble:
+    """Legacy and lesion-wise metrics of one ensemble variant on one split, against the untouched ground truth."""
     input:
         predictions=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/{{variant}}/predictions",
         splits=SPLITS_TSV,
     output:
         metrics=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/{{variant}}/metrics/{{split}}.tsv",
         lesions=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/{{variant}}/metrics/{{split}}_lesions.tsv",
+    params:
+        gt_dir=COHORT_ROOT,
+    threads: RES["evaluate"]["threads"]
+    resources:
+        mem_mb=RES["evaluate"]["mem_mb"],
+        runtime=RES["evaluate"]["runtime"],
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/{ENSEMBLES}/{{source}}/{{subset}}/{{variant}}/evaluate_{{split}}.log",
     benchmark:
         f"{BENCHMARKS}/{ENSEMBLES}/{{source}}/{{subset}}/{{variant}}/evaluate_{{split}}.tsv"
+    shell:
+        "brainmets evaluate --pred-dir {input.predictions}/{wildcards.split} --gt-dir {params.gt_dir} "
+        "--out {output.metrics} --lesions-out {output.lesions} --cases-from {input.splits} "
+        "--split {wildcards.split} --workers {threads} > {log} 2>&1"
 
 
 rule segment_external:

@@ -1,17 +1,18 @@
-# Inference of the two-stage model (detector + segmentor together; the
-# single-pass models are predicted by their training jobs) and the evaluation
-# of every prediction (all studies, val and test).
+# Inference and evaluation of the two-stage model (detector + segmentor
+# together). The single-pass models are predicted and evaluated by their
+# training jobs, the seed ensembles in ensembles.smk.
 #
-# Job granularity: one prediction job per two-stage run covers both splits
-# (torch + MONAI are imported once, ~5 s CPU); evaluation imports neither
-# (torch-free verb).
+# Job granularity: one job per two-stage run covers both splits and their
+# evaluation (torch + MONAI are imported once, ~5 s CPU; no job per split).
 
 
 rule predict_twostage:
-    """Predict val and test with the two-stage model: the segmentor only on windows the detector keeps.
+    """Predict val and test with the two-stage model (the segmentor only on windows the detector keeps), then evaluate them.
 
     Reads the weights inference.checkpoint names (best.pt or model.pt, both written by training), so
-    changing that choice re-runs prediction and what follows, never training.
+    changing that choice re-runs prediction and what follows, never training. The metrics are
+    those `brainmets evaluate` writes (the same code), against the cohort's ground truth; a failed
+    evaluation fails the job.
     """
     input:
         model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
@@ -24,11 +25,20 @@ rule predict_twostage:
             f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
             split=EVAL_SPLITS,
         ),
+        metrics=expand(
+            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
+        lesions=expand(
+            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}_lesions.tsv",
+            split=EVAL_SPLITS,
+        ),
     params:
         config=resolved_config,
         cache=cache_dir,
         out_dir=out_dir,
         splits=EVAL_SPLITS,
+        gt_dir=COHORT_ROOT,
         inference=config["inference"],
         postprocessing=config["postprocessing"],
     threads: RES["predict"]["threads"]
@@ -45,30 +55,5 @@ rule predict_twostage:
     shell:
         "brainmets predict --config {params.config} --model {input.model} --detector {input.detector} "
         "--cache {params.cache} --splits {input.splits} --split {params.splits} "
-        "--out-dir {params.out_dir} --no-progress > {log} 2>&1"
-
-
-rule evaluate:
-    """Legacy and lesion-wise metrics of one run on one split, against the untouched ground truth."""
-    input:
-        predictions=f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/predictions",
-        splits=SPLITS_TSV,
-    output:
-        metrics=f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/metrics/{{split}}.tsv",
-        lesions=f"{RESULTS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/metrics/{{split}}_lesions.tsv",
-    params:
-        gt_dir=COHORT_ROOT,
-    threads: RES["evaluate"]["threads"]
-    resources:
-        mem_mb=RES["evaluate"]["mem_mb"],
-        runtime=RES["evaluate"]["runtime"],
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/evaluate_{{split}}.log",
-    benchmark:
-        f"{BENCHMARKS}/{{study}}/{{model}}/{{subset}}/seed{{seed}}/evaluate_{{split}}.tsv"
-    shell:
-        "brainmets evaluate --pred-dir {input.predictions}/{wildcards.split} --gt-dir {params.gt_dir} "
-        "--out {output.metrics} --lesions-out {output.lesions} --cases-from {input.splits} "
-        "--split {wildcards.split} --workers {threads} > {log} 2>&1"
+        "--out-dir {params.out_dir} --evaluate-gt {params.gt_dir} --evaluate-workers {threads} "
+        "--no-progress > {log} 2>&1"

@@ -1,17 +1,20 @@
 # Modality impact study: the 3D U-Net (modality_study.model) trained on each
-# modality subset (all 15 by default) x seeds, each predicted on val and test
-# by its training job, then the subset selection. Evaluation: evaluation.smk.
+# modality subset (all 15 by default) x seeds, each predicted and evaluated on
+# val and test by its training job, then the subset selection.
 
 
 rule train_modality:
-    """Train one network on one subset and seed (resumes from checkpoint.pt), then predict val and test.
+    """Train one network on one subset and seed (resumes from checkpoint.pt), then predict and evaluate val and test.
 
     Writes model.pt (final weights) and best.pt (best validation score, or the
     final weights without validation), then, in the same process (torch and
     MONAI start once), the predictions of val and test with the weights
-    inference.checkpoint names, as `brainmets predict` would. A changed inference
-    setting re-runs this job: it resumes from the final checkpoint.pt, trains
-    no step, rewrites the same weights and predicts again. Here the study's
+    inference.checkpoint names, as `brainmets predict` would, and their metrics
+    against the cohort's ground truth, as `brainmets evaluate` would (the same
+    code, byte-identical files). A changed inference setting or ground-truth
+    root re-runs this job: it resumes from the final checkpoint.pt, trains no
+    step, rewrites the same weights, predicts and evaluates again. A failed
+    evaluation fails the job (Snakemake removes its outputs). Here the study's
     U-Net per modality subset; the other training rules (two-stage detector and
     segmentor, which predict together in predict_twostage; baselines) are this
     rule with their own outputs and params (`use rule train_modality as ...`).
@@ -24,6 +27,14 @@ rule train_modality:
         predictions=directory(f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/predictions"),
         inference=expand(
             f"{RESULTS}/modality/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
+        metrics=expand(
+            f"{RESULTS}/modality/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}.tsv",
+            split=EVAL_SPLITS,
+        ),
+        lesions=expand(
+            f"{RESULTS}/modality/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}_lesions.tsv",
             split=EVAL_SPLITS,
         ),
     params:
@@ -56,7 +67,7 @@ rule train_modality:
         "exec brainmets train --attempt {resources.attempt} --config {params.config} --study {params.study} --model {params.model} "
         "--subset {wildcards.subset} {params.selection} {params.detector} --seed {wildcards.seed} "
         "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
-        "--threads {threads} {params.predict} --no-progress > {log} 2>&1"
+        "--threads {threads} {params.predict} --evaluate-workers {threads} --no-progress > {log} 2>&1"
 
 
 rule select_subset:

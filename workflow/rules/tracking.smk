@@ -2,8 +2,8 @@
 # in the main Snakemake process (never in a dry-run, nor when there was
 # nothing to do), `brainmets tracking sync` logs every evaluated run's val/test
 # metrics into its MLflow run and the study summary (selection, tables,
-# figures) into the study parents. One MLflow import for the whole study
-# instead of one per evaluation job (~3 s and a sqlite writer each). A hook,
+# figures) into the study parents. One pass for the whole study instead of
+# one in each job that evaluates (~3 s and a sqlite writer each). A hook,
 # not a rule, for the reason given in setup.smk: MLflow is a window on the
 # results, not an output of them; the sync is idempotent, so running it again
 # is harmless. A failure only warns; `brainmets tracking sync --config

@@ -4,8 +4,8 @@
 # modality study's training rule with the configured detector and segmentor
 # models. Neither predicts on its own (params predict, inference and postprocessing empty):
 # they are predicted together (the segmentor runs only on windows the detector
-# keeps) into twostage/combined/<subset>/seed<k>/ by evaluation.smk, which
-# also evaluates it.
+# keeps) and evaluated into twostage/combined/<subset>/seed<k>/ by one job,
+# predict_twostage (evaluation.smk).
 
 
 use rule train_modality as train_detector with:

@@ -28,42 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel (processes)")
 
 
-def _cases_from(path: str, split: str | None) -> list[str]:
-    from brainmets.errors import BrainmetsError
-    from brainmets.io import read_table
-
-    table = read_table(path, what="case list")
-    if "case" not in table.columns:
-        raise BrainmetsError(f"{path}: no 'case' column (columns: {', '.join(map(str, table.columns))})")
-    if split is not None:
-        if "split" not in table.columns:
-            raise BrainmetsError(f"{path}: --split given but the table has no 'split' column")
-        table = table[table["split"].astype(str) == split]
-        if table.empty:
-            raise BrainmetsError(f"{path}: no case in split {split!r}")
-    return [str(c) for c in table["case"]]
-
-
 def run(args: argparse.Namespace) -> int:
     from brainmets.errors import BrainmetsError
-    from brainmets.evaluation import evaluate_dirs
-    from brainmets.io import write_table
+    from brainmets.evaluation import cases_from_table, evaluate_to_files
 
     if args.split is not None and args.cases_from is None:
         raise BrainmetsError("--split needs --cases-from")
     if args.workers < 1:
         raise BrainmetsError(f"--workers must be at least 1, got {args.workers}")
-    cases = _cases_from(args.cases_from, args.split) if args.cases_from else None
-    df, lesions = evaluate_dirs(
-        args.pred_dir, args.gt_dir, cases=cases,
+    cases = cases_from_table(args.cases_from, args.split) if args.cases_from else None
+    df = evaluate_to_files(
+        args.pred_dir, args.gt_dir, args.out, args.lesions_out, cases=cases,
         missing="empty" if args.missing_as_empty else "error", workers=args.workers,
     )
-    write_table(df, args.out)
-    if args.lesions_out:
-        write_table(lesions, args.lesions_out)
+    report_metrics(df, args.out)
+    return 0
+
+
+def report_metrics(df, out) -> None:
+    """Print how many cases were scored into ``out`` and the mean Dice/HD95 per region (also after predicting)."""
     n_cases = df["case"].nunique()
-    print(f"evaluated {n_cases} case(s) -> {args.out}")
+    print(f"evaluated {n_cases} case(s) -> {out}")
     if n_cases:
         means = df.groupby("region", sort=False)[["legacy_dice", "lesion_dice", "lesion_hd95"]].mean()
         print(means.round(4).to_string())
-    return 0

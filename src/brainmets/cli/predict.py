@@ -12,7 +12,10 @@ DESCRIPTION = (
     "preprocessed cases of the given splits. Writes OUT_DIR/predictions/<split>/<case>.nii.gz (BraTS "
     "labels on the original grid and affine) and OUT_DIR/inference/<split>.tsv (time, windows, FLOPs). "
     "Settings come from the config's 'inference' section (overlap, detector_threshold, batch_size, blend, "
-    "threshold, device). Existing predictions of the requested splits are rewritten."
+    "threshold, device). Existing predictions of the requested splits are rewritten. "
+    "--evaluate-gt GT: then, in the same process, score each split's predictions against GT into "
+    "OUT_DIR/metrics/<split>.tsv and <split>_lesions.tsv, the files `brainmets evaluate --cases-from SPLITS "
+    "--split SPLIT` writes (the same function): the workflow saves an evaluation job per split this way."
 )
 
 
@@ -25,22 +28,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", nargs="+", required=True, metavar="SPLIT", help="split(s) to predict, e.g. val test")
     parser.add_argument("--out-dir", type=Path, required=True, help="run directory to write predictions/ and inference/ into")
     parser.add_argument("--device", help="override inference.device (auto, cpu, cuda, cuda:1, ...)")
+    add_evaluate_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--evaluate-gt`` and ``--evaluate-workers``: evaluate right after predicting (predict, train --predict)."""
+    parser.add_argument("--evaluate-gt", type=Path, metavar="GT_DIR",
+                        help="after predicting, score each split against this ground-truth root (BraTS or flat "
+                        "layout) into OUT_DIR/metrics/<split>.tsv and <split>_lesions.tsv, as brainmets evaluate")
+    parser.add_argument("--evaluate-workers", type=int, default=1, metavar="N",
+                        help="with --evaluate-gt: cases evaluated in parallel (processes; default 1)")
+
+
+def check_evaluate_arguments(args: argparse.Namespace) -> None:
+    """Refuse a bad evaluation request before any work (the ground truth is listed: cheap, and fails early)."""
+    from brainmets.errors import BrainmetsError
+    from brainmets.evaluation import find_gt_cases
+
+    if args.evaluate_workers < 1:
+        raise BrainmetsError(f"--evaluate-workers must be at least 1, got {args.evaluate_workers}")
+    if args.evaluate_gt is not None:
+        find_gt_cases(args.evaluate_gt)
 
 
 def run(args: argparse.Namespace) -> int:
     from brainmets.config import load_config
 
+    check_evaluate_arguments(args)
     config = load_config(args.config) if args.config is not None else None
     predict_and_report(config, args.model, args.cache, args.splits, args.split, args.out_dir,
-                       detector=args.detector, device=args.device, progress=not args.no_progress)
+                       detector=args.detector, device=args.device, progress=not args.no_progress,
+                       evaluate_gt=args.evaluate_gt, evaluate_workers=args.evaluate_workers)
     return 0
 
 
 def predict_and_report(config: dict | None, model: Path, cache: Path, splits_table: Path, splits: list[str],
                        out_dir: Path, detector: Path | None = None, device: str | None = None,
-                       progress: bool = True) -> None:
-    """Predict ``splits`` into ``out_dir`` and print one summary line per split (also `brainmets train --predict`)."""
+                       progress: bool = True, evaluate_gt: Path | None = None, evaluate_workers: int = 1) -> None:
+    """Predict ``splits`` into ``out_dir`` and print one summary line per split (also `brainmets train --predict`).
+
+    With ``evaluate_gt``, each split's predictions are then scored into ``out_dir/metrics/``
+    (:func:`brainmets.evaluation.evaluate_run_split`, the code of `brainmets evaluate`).
+    """
     import dataclasses
 
     from brainmets.inference import InferenceSettings, predict_splits
@@ -65,3 +95,11 @@ def predict_and_report(config: dict | None, model: Path, cache: Path, splits_tab
             f"mean kept fraction {table['fraction_kept'].mean():.3f}, "
             f"{table['flops'].sum() / 1e12:.3f} TFLOP (single-pass {table['flops_single_pass'].sum() / 1e12:.3f})"
         )
+    if evaluate_gt is not None:
+        from brainmets.cli.evaluate import report_metrics
+        from brainmets.evaluation import evaluate_run_split
+
+        for split in tables:
+            df, metrics = evaluate_run_split(out_dir, split, evaluate_gt, splits_table, workers=evaluate_workers,
+                                             progress=progress)
+            report_metrics(df, metrics)

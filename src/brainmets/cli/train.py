@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from brainmets.cli.predict import add_evaluate_arguments, check_evaluate_arguments
 from brainmets.constants import CHECKPOINT_FILES
 from brainmets.stopping import DEFAULT_WARNING_SIGNAL, EXIT_RESUME
 
@@ -26,7 +27,10 @@ DESCRIPTION = (
     "--predict SPLIT...: once the run is complete (trained now or before), predict those splits in the same "
     "process with the weights --predict-weights names, writing what `brainmets predict --out-dir RUN_DIR` "
     "writes (RUN_DIR/predictions/<split>/, RUN_DIR/inference/<split>.tsv): the workflow's single-pass runs "
-    "save a second start-up of torch and MONAI this way. A run stopped before the end predicts nothing."
+    "save a second start-up of torch and MONAI this way. A run stopped before the end predicts nothing. "
+    "--evaluate-gt GT (with --predict): then also score each predicted split against GT, writing what "
+    "`brainmets predict --evaluate-gt` writes (RUN_DIR/metrics/<split>.tsv, <split>_lesions.tsv); the "
+    "ground-truth folder is checked before training."
 )
 
 #: The error that ended a training, in its run directory, for the later jobs of the same chain.
@@ -59,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predict-weights", choices=sorted(CHECKPOINT_FILES.values()), default="best.pt",
                         help="with --predict: the weights to predict with (the config's inference.checkpoint; "
                         "default best.pt)")
+    add_evaluate_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from brainmets.errors import BrainmetsError
     from brainmets.io import write_text
 
-    # A bad config fails here, before the run directory is touched (and costs nothing to repeat).
+    # A bad config or evaluation request fails here, before the run directory is touched (and
+    # costs nothing to repeat), not after hours of training.
+    if args.evaluate_gt is not None and not args.predict:
+        raise BrainmetsError("--evaluate-gt needs --predict (it scores the predictions of those splits)")
+    check_evaluate_arguments(args)
     config = load_config(args.config)
     record = Path(args.out_dir) / FAILURE_RECORD
     if args.attempt > 1 and record.is_file():
@@ -120,5 +129,6 @@ def _train(args: argparse.Namespace, config: dict) -> int:
         from brainmets.cli.predict import predict_and_report
 
         predict_and_report(config, Path(args.out_dir) / args.predict_weights, Path(args.cache), Path(args.splits),
-                           args.predict, Path(args.out_dir), progress=not args.no_progress)
+                           args.predict, Path(args.out_dir), progress=not args.no_progress,
+                           evaluate_gt=args.evaluate_gt, evaluate_workers=args.evaluate_workers)
     return 0

@@ -254,3 +254,66 @@ def evaluate_dirs(
     df = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
     lesions_df = pd.DataFrame(lesion_rows, columns=list(LESION_COLUMNS))
     return df, lesions_df
+
+
+def cases_from_table(path: str | Path, split: str | None = None) -> list[str]:
+    """The ``case`` column of a TSV/CSV table (a splits table), in file order; only ``split``'s rows when given."""
+    from brainmets.io import read_table
+
+    table = read_table(path, what="case list")
+    if "case" not in table.columns:
+        raise BrainmetsError(f"{path}: no 'case' column (columns: {', '.join(map(str, table.columns))})")
+    if split is not None:
+        if "split" not in table.columns:
+            raise BrainmetsError(f"{path}: split {split!r} asked for but the table has no 'split' column")
+        table = table[table["split"].astype(str) == split]
+        if table.empty:
+            raise BrainmetsError(f"{path}: no case in split {split!r}")
+    return [str(c) for c in table["case"]]
+
+
+def evaluate_to_files(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    out: str | Path,
+    lesions_out: str | Path | None = None,
+    cases: Iterable[str] | None = None,
+    missing: str = "error",
+    workers: int = 1,
+    progress: bool = True,
+):
+    """:func:`evaluate_dirs`, then its tables written (atomically) to ``out`` and ``lesions_out``.
+
+    What `brainmets evaluate` does, and what a prediction job does right after
+    predicting (:func:`evaluate_run_split`): one writer, so both give the same bytes.
+    Returns the case x region table.
+    """
+    from brainmets.io import write_table
+
+    df, lesions = evaluate_dirs(pred_dir, gt_dir, cases=cases, missing=missing, workers=workers, progress=progress)
+    write_table(df, out)
+    if lesions_out:
+        write_table(lesions, lesions_out)
+    return df
+
+
+def evaluate_run_split(
+    run_dir: str | Path,
+    split: str,
+    gt_dir: str | Path,
+    splits_table: str | Path,
+    workers: int = 1,
+    progress: bool = True,
+):
+    """Score ``RUN_DIR/predictions/<split>/`` on the cases of ``split`` in ``splits_table``.
+
+    Writes ``RUN_DIR/metrics/<split>.tsv`` and ``<split>_lesions.tsv``, byte for byte what
+    ``brainmets evaluate --pred-dir RUN_DIR/predictions/<split> --gt-dir GT
+    --cases-from SPLITS --split <split> --out ... --lesions-out ...`` writes.
+    Returns the case x region table and its path.
+    """
+    metrics = Path(run_dir) / "metrics"
+    df = evaluate_to_files(Path(run_dir) / "predictions" / split, gt_dir, metrics / f"{split}.tsv",
+                           metrics / f"{split}_lesions.tsv", cases=cases_from_table(splits_table, split),
+                           workers=workers, progress=progress)
+    return df, metrics / f"{split}.tsv"
