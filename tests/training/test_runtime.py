@@ -34,9 +34,15 @@ def test_a_device_the_schema_does_not_allow_is_refused_naming_key_and_values(sec
     assert validate_section(section, {"device": "cuda:1"})["device"] == "cuda:1"
 
 
-def test_a_bad_device_flag_stops_the_verb_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize("verb", ["segment", "predict"])
+def test_a_bad_device_flag_stops_the_verb_before_any_work(tmp_path, capsys, verb):
     out = tmp_path / "out"
-    args = ["segment", str(tmp_path / "cases"), "--model", str(tmp_path / "run"), "--out", str(out), "--device"]
+    if verb == "segment":
+        args = ["segment", str(tmp_path / "cases"), "--model", str(tmp_path / "run"), "--out", str(out), "--device"]
+    else:
+        args = ["predict", "--config", str(tmp_path / "c.yaml"), "--model", str(tmp_path / "model.pt"),
+                "--cache", str(tmp_path / "cache"), "--splits", str(tmp_path / "s.tsv"), "--split", "val",
+                "--out-dir", str(out), "--device"]
     assert build_parser().parse_args([*args, "cuda:1"]).device == "cuda:1"
     with pytest.raises(SystemExit) as stop:
         cli_main([*args, "gpu"])

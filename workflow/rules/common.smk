@@ -117,7 +117,7 @@ SEGMENTOR = config["twostage"]["segmentor"]
 # the modality study's model, when listed, is its run reused (Table 2's 3D-UNET row)
 BASELINE_MODELS = trained_baselines(config)
 BASELINE_SUBSET = config["baselines"]["subset"]
-#: the weights the prediction rules read (inference.checkpoint); training writes both
+#: the weights the study predicts with (inference.checkpoint); training writes both
 PREDICT_WEIGHTS = CHECKPOINT_FILES[config["inference"]["checkpoint"]]
 #: `brainmets train` arguments of the single-pass runs: predict val and test in the training job,
 #: then evaluate them there against the cohort's ground truth (a param: a changed root reruns the job)
@@ -210,7 +210,7 @@ def selection_arg(wildcards):
 
 
 def detector_arg(wildcards, input):
-    """`--detector <model.pt>` for jobs with a detector input (two-stage segmentor and prediction)."""
+    """`--detector <model.pt>` for jobs with a detector input (the two-stage segmentor trained on detected crops)."""
     return f"--detector {input.detector}" if "detector" in input.keys() else ""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from brainmets.cli import config_override
+
 HELP = "predict label maps for split(s) with a trained model, or the detector + segmentor two-stage model"
 DESCRIPTION = (
     "Runs a trained segmentation model (single-pass sliding window) or, with --detector, the two-stage "
@@ -27,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", type=Path, required=True, help="splits table (case, split)")
     parser.add_argument("--split", nargs="+", required=True, metavar="SPLIT", help="split(s) to predict, e.g. val test")
     parser.add_argument("--out-dir", type=Path, required=True, help="run directory to write predictions/ and inference/ into")
-    parser.add_argument("--device", help="override inference.device (auto, cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--device", type=config_override("inference", "device"),
+                        help="override inference.device (e.g. cpu or cuda:1)")
     add_evaluate_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
