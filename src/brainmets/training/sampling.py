@@ -5,9 +5,12 @@ crops from each. A fixed share of the batch's crops (``pos_fraction``, rounded
 to whole crops) is *positive*: centred on a tumour voxel (a lesion is drawn
 first, uniformly or by size, see ``positive_centre``) of the region
 ``positive_region`` (all tumour, or only its core and enhancing part). The others are
-*negative*: centred on a random brain voxel; for the detector a negative crop
-is redrawn (a bounded number of times) until it holds no tumour, so the
-classifier sees real tumour-free patches (``tumour_free_negatives``). A
+*negative*: centred on a random brain voxel (``negative_centre`` brain), or
+on a brain voxel outside the positive region (``background``: what MONAI's
+``RandCropByPosNegLabeld`` calls background, the authors' negatives); for the
+detector a negative crop is redrawn (a bounded number of times) until it holds
+no tumour, so the classifier sees real tumour-free patches
+(``tumour_free_negatives``). A
 detection patch's target comes from its label after augmentation
 (:func:`brainmets.training.losses.detection_targets`).
 
@@ -99,7 +102,8 @@ class PatchSampler:
     def __init__(self, cache_dir: str | Path, cases: Sequence[str], channels: Sequence[int],
                  patch: Sequence[int], *, batch_patients: int, crops_per_patient: int, pos_fraction: float,
                  task: str, seed: int, positive_centre: str = "lesion", positive_region: str = "wt",
-                 tumour_free_negatives: bool = True, augmenter: PatchAugmenter | None = None):
+                 tumour_free_negatives: bool = True, negative_centre: str = "brain",
+                 augmenter: PatchAugmenter | None = None):
         from brainmets.data.preprocess import load_case
 
         if not cases:
@@ -121,6 +125,7 @@ class PatchSampler:
         self.positive_centre = positive_centre
         self.positive_labels = REGIONS["WT" if positive_region == "wt" else "TC"]
         self.tumour_free_negatives = task == "detection" and tumour_free_negatives
+        self.negative_centre = negative_centre
         self.augmenter = augmenter
         self._index_lock = threading.Lock()
 
@@ -160,10 +165,18 @@ class PatchSampler:
 
     def _brain_centre(self, case: _Case, rng: np.random.Generator) -> np.ndarray:
         shape = np.array(case.label.shape)
+        background = self.negative_centre == "background"
         for _ in range(_BRAIN_TRIES):
             centre = rng.integers(0, shape)
-            if np.any(case.image[(slice(None), *centre)] != 0):
+            if np.any(case.image[(slice(None), *centre)] != 0) and not (
+                    background and case.label[tuple(centre)] in self.positive_labels):
                 return centre
+        if background:
+            # rejection failed (tumour fills most of the brain): draw from the exact set, still uniform
+            allowed = np.any(case.image != 0, axis=0) & ~np.isin(case.label, self.positive_labels)
+            voxels = np.flatnonzero(allowed)
+            if len(voxels):
+                return np.array(np.unravel_index(voxels[int(rng.integers(len(voxels)))], case.label.shape))
         return shape // 2
 
     def _negative_centre(self, case: _Case, rng: np.random.Generator) -> np.ndarray:

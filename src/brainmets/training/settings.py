@@ -10,7 +10,7 @@ nothing again. In short:
 
 ``training.segmentation`` (the region-based segmentors: U-Nets, baselines, two-stage segmentor)
     iterations 250000, batch_patients 2 x crops_per_patient 5, pos_fraction 2/3,
-    positive_centre lesion, positive_region wt, deep_supervision_decay 0.5
+    positive_centre lesion, positive_region wt, negative_centre brain, deep_supervision_decay 0.5
     (normalised), dice batch, grad_clip 12,
     SGD (lr 0.01, momentum 0.99, Nesterov, weight decay 3e-5), poly schedule (0.9);
     detector_threshold 0 and detector_draws 1 for train-on-detected.
@@ -94,6 +94,7 @@ class TaskSettings:
     dice: str | None = None
     detector_threshold: float | None = None
     detector_draws: int | None = None
+    negative_centre: str | None = None
     # detection only (None for the segmentors)
     target: str | None = None
     negatives: str | None = None
