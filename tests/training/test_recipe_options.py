@@ -213,3 +213,57 @@ def test_default_negative_centres_are_unchanged(lesion_pair):
     # the centres the sampler drew before negative_centre existed (same seed, same case)
     centres = _negative_centres(_sampler(lesion_pair), 64)
     assert hashlib.sha256(centres.astype(np.int64).tobytes()).hexdigest() == DEFAULT_NEGATIVE_CENTRES
+
+
+def _augmentation(**keys):
+    return AugmentationSettings.from_section(validate_section("training", {"augmentation": keys})["augmentation"])
+
+
+_SPATIAL_ONLY = dict(noise_prob=0.0, smooth_prob=0.0, intensity_scale_prob=0.0, low_resolution_prob=0.0,
+                     mirror_prob=0.0)
+
+
+def test_separate_affine_is_the_default_transform_list():
+    names = [type(t).__name__ for t in PatchAugmenter(_augmentation()).transform.transforms]
+    assert names[:2] == ["RandRotated", "RandZoomd"] and "RandAffined" not in names
+    joint = [type(t).__name__ for t in PatchAugmenter(_augmentation(affine="joint")).transform.transforms]
+    assert joint[0] == "RandAffined" and not {"RandRotated", "RandZoomd"} & set(joint)
+    assert joint[1:] == names[2:]  # the other transforms, in the same order
+
+
+def test_joint_affine_rotates_and_scales_each_axis_with_one_matrix():
+    from monai.transforms import Affine
+
+    augmenter = PatchAugmenter(_augmentation(affine="joint", rotate_prob=1.0, scale_prob=1.0, **_SPATIAL_ONLY))
+    grid = np.stack(np.meshgrid(*[np.arange(24)] * 3, indexing="ij")).astype(np.float32)
+    label = np.zeros((1, 24, 24, 24), np.float32)
+    label[0, 6:18, 8:16, 10:14] = 2
+    label[0, 9:14, 10:13, 11:13] = 3
+    image = np.concatenate([label, grid[:1] / 24])  # channel 0 is the label itself, interpolated
+    augmenter.reseed(5)
+    out_image, out_label = augmenter(image, label)
+    # one matrix holds both: a rotation (off-diagonal terms) and unequal axis scales (its singular values)
+    grid_params = augmenter.transform.transforms[0].rand_affine.rand_affine_grid
+    matrix = np.asarray(grid_params.get_transformation_matrix(), dtype=np.float64)
+    scales = np.linalg.svd(matrix[:3, :3], compute_uv=False)
+    assert np.all((scales >= 0.7 - 1e-6) & (scales <= 1.4 + 1e-6)) and np.ptp(scales) > 0.05
+    assert np.abs(matrix[:3, :3] - np.diag(np.diag(matrix[:3, :3]))).max() > 0.1
+    # the label moved by that matrix, nearest-neighbour: values stay labels
+    expected = Affine(affine=torch.as_tensor(matrix), mode="nearest", padding_mode="zeros",
+                      image_only=True)(torch.from_numpy(label))
+    assert torch.equal(out_label, torch.as_tensor(expected).as_tensor().float())
+    assert set(torch.unique(out_label).tolist()) <= {0.0, 2.0, 3.0}
+    assert not torch.equal(out_label, torch.from_numpy(label))
+    # the interpolated image channel agrees with the label it was a copy of (same geometry)
+    agree = ((out_image[0] > 1.0) == (out_label[0] > 1.0)).float().mean().item()
+    assert agree > 0.97
+
+
+def test_joint_affine_needs_one_probability():
+    from brainmets.config import ConfigError, merge_config, read_yaml, validate_config
+    from pathlib import Path
+
+    default = read_yaml(Path(__file__).resolve().parents[2] / "config.yaml")
+    bad = merge_config(default, {"training": {"augmentation": {"affine": "joint", "scale_prob": 0.3}}})
+    with pytest.raises(ConfigError, match="scale_prob is 0.3 with affine: joint"):
+        validate_config(bad)
