@@ -159,11 +159,14 @@ def test_trainer_uses_the_paper_keys(tiny_data, tiny_config, tmp_path):
     tiny_config["training"]["segmentation"].update(dice="sample", deep_supervision_normalise=False,
                                                    positive_centre="voxel", positive_region="tc_et",
                                                    negative_centre="background")
+    tiny_config["training"]["augmentation"].update(affine="joint", scope="volume")
     tiny_config["training"]["detection"].update(target="label_sum", negatives="brain")
     run = dict(study="twostage", subset="t1c+t2f", seed=0, cache_dir=cache, splits=splits)
     segmentor = Trainer(tiny_config, RunRequest(model="segmentor", out_dir=tmp_path / "seg", **run))
     assert segmentor.sampler.positive_labels == (1, 3) and segmentor.sampler.positive_centre == "voxel"
     assert segmentor.sampler.negative_centre == "background"
+    assert segmentor.sampler.augmenter.scope == "volume"
+    assert type(segmentor.sampler.augmenter.transform.transforms[0]).__name__ == "RandAffined"
     batch = segmentor.sampler.batch(0)
     with torch.no_grad():
         main, aux, _ = forward_outputs(segmentor.model, segmentor.runtime.inputs(batch.image))

@@ -9,7 +9,9 @@ rotation and scaling are one MONAI ``RandAffined`` instead (the authors'):
 one draw decides both, and each axis gets its own scale factor. Spatial
 transforms move the label with the image (nearest-neighbour for the label). A
 transform whose probability is 0 is not built at all, so it draws nothing from
-the random state.
+the random state. ``scope`` says what is augmented: each crop (``crop``) or
+the patient's whole volume before its crops are cut (``volume``, the
+authors'; the sampler does the cutting, :mod:`brainmets.training.sampling`).
 
 Determinism: the sampler calls :meth:`PatchAugmenter.reseed` with a seed
 derived from (run seed, iteration) before augmenting a batch's patches in slot
@@ -101,6 +103,7 @@ class PatchAugmenter:
         if s.mirror_prob > 0:
             transforms.extend(RandFlipd(both, prob=s.mirror_prob, spatial_axis=axis) for axis in range(3))
         self.enabled = bool(s.enabled and transforms)
+        self.scope = s.scope
         self.transform = Compose(transforms) if self.enabled else None
         self.device = torch.device(device)
 

@@ -24,6 +24,13 @@ Crops are read as spatial slices of the memory map first and only then
 channel-selected, so a step reads ``batch x channels x patch`` voxels, not
 whole volumes. A volume smaller than the patch along an axis is zero-padded
 (the cache's background value) symmetrically.
+
+With an augmenter of scope ``volume`` (the authors' order) a step instead
+augments each chosen patient's whole volume once, reseeded from (seed,
+iteration, patient slot), and draws that patient's centres on the augmented
+label and cuts its crops from the result: rotated or scaled crops hold anatomy
+to their corners and a patient's crops share one draw. The crops' lesion index
+is computed afresh on each augmented label.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ class _Case:
     label: np.ndarray  # (X, Y, Z) view of the memory map
     lesion_voxels: list[np.ndarray] | None = None  # per lesion: (n, 3) int32 coordinates (subsampled)
     lesion_sizes: np.ndarray | None = None  # per lesion: true voxel count
+    channels: list[int] | None = None  # channels of image a crop takes (None: the sampler's channels)
 
 
 @dataclass
@@ -196,7 +204,8 @@ class PatchSampler:
         """``(image (C, *patch), label (1, *patch))`` float32 copies of the window around ``centre``."""
         patch = self.patch if patch is None else tuple(patch)
         slices, pads = crop_slices(case.label.shape, centre, patch)
-        image = case.image[(slice(None), *slices)][self.channels].astype(np.float32, copy=False)
+        channels = self.channels if case.channels is None else case.channels
+        image = case.image[(slice(None), *slices)][channels].astype(np.float32, copy=False)
         label = case.label[slices][None].astype(np.float32, copy=False)
         if any(p != (0, 0) for p in pads):
             image = np.pad(image, [(0, 0), *pads])
@@ -213,8 +222,19 @@ class PatchSampler:
             return (*self.crop(case, self._negative_centre(case, rng)), False)
         return (*self.crop(case, centre), True)
 
+    @property
+    def _augments_volumes(self) -> bool:
+        return self.augmenter is not None and self.augmenter.enabled and self.augmenter.scope == "volume"
+
+    def _augmented_case(self, case: _Case) -> _Case:
+        """The case's selected channels and label augmented as a whole (one draw), as a case to crop from."""
+        # copies: torch refuses to wrap the read-only memory map without a warning
+        image_t, label_t = self.augmenter(case.image[self.channels], np.array(case.label[None], dtype=np.float32))
+        return _Case(case.name, image_t.cpu().numpy(), label_t[0].cpu().numpy(),
+                     channels=list(range(len(self.channels))))
+
     def _finish(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.augmenter is None:
+        if self.augmenter is None or self._augments_volumes:
             return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label))
         return self.augmenter(image, label)
 
@@ -229,11 +249,17 @@ class PatchSampler:
         n_cases = len(self.cases)
         chosen = rng.choice(n_cases, size=self.batch_patients, replace=n_cases < self.batch_patients)
         kinds = self._kinds(self.batch_size, rng)
-        if self.augmenter is not None:
+        by_volume = self._augments_volumes
+        if self.augmenter is not None and not by_volume:
             self.augmenter.reseed(step_seed(self.seed, iteration, _AUG_STREAM))
         images, labels, positive = [], [], []
         for slot in range(self.batch_size):
-            case = self.cases[int(chosen[slot // self.crops_per_patient])]
+            patient, first = divmod(slot, self.crops_per_patient)
+            if not by_volume:
+                case = self.cases[int(chosen[patient])]
+            elif first == 0:  # one draw per patient and step, shared by its crops; seeded like a batch
+                self.augmenter.reseed(step_seed(self.seed, iteration, _AUG_STREAM, patient))
+                case = self._augmented_case(self.cases[int(chosen[patient])])
             for draw in range(draws):
                 image, label, pos = self._draw(case, bool(kinds[slot]), rng)
                 image_t, label_t = self._finish(image, label)

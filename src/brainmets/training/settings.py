@@ -22,7 +22,8 @@ nothing again. In short:
     nnU-Net's augmentations and probabilities (rotation, scaling, noise,
     smoothing, intensity scaling, simulated low resolution, mirroring); the
     authors' extra gamma and fixed-mean contrast transforms are off by default,
-    and rotation and isotropic scaling are separate transforms (affine separate).
+    rotation and isotropic scaling are separate transforms (affine separate),
+    and each crop is augmented alone (scope crop).
 ``training`` (top level)
     checkpoint_every, val_every, val_max_cases, keep_best,
     log_every, device, threads, channels_last, prefetch.
@@ -134,6 +135,7 @@ class AugmentationSettings:
     low_resolution_zoom: tuple[float, float]
     mirror_prob: float
     affine: str = "separate"
+    scope: str = "crop"
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> "AugmentationSettings":
