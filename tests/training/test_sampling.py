@@ -121,7 +121,8 @@ def _volume_case(case_writer, cache, name, seed, value):
 def _only(**probs):
     off = dict(rotate_prob=0.0, scale_prob=0.0, noise_prob=0.0, smooth_prob=0.0, intensity_scale_prob=0.0,
                low_resolution_prob=0.0, mirror_prob=0.0)
-    return AugmentationSettings.from_section(validate_section("training", {"augmentation": off | probs})["augmentation"])
+    section = validate_section("training", {"augmentation": off | probs})
+    return AugmentationSettings.from_section(section["augmentation"])
 
 
 def _constant_sampler(cache, augmentation):
