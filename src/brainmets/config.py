@@ -390,6 +390,12 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
     for key, value in config["training"]["augmentation"].items():
         if isinstance(value, list) and value[0] > value[1]:
             problems.append(f"config key training.augmentation.{key} is {value}; expected [low, high] with low <= high")
+    augmentation = config["training"]["augmentation"]
+    if augmentation["affine"] == "joint" and augmentation["scale_prob"] != augmentation["rotate_prob"]:
+        problems.append(
+            f"config key training.augmentation.scale_prob is {augmentation['scale_prob']} with affine: joint, whose "
+            f"one transform rotates and scales with rotate_prob ({augmentation['rotate_prob']}); set both equal"
+        )
 
     if sel["split"] == "test" and not sel["allow_test"]:
         problems.append(

@@ -4,6 +4,8 @@ Each test sets one key the way ``configs/paper.yaml`` does and checks what it
 changes against a value computed by hand (see docs/paper-fidelity.md).
 """
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,9 @@ from brainmets.training.losses import (
 )
 from brainmets.training.sampling import PatchSampler, crop_slices
 from brainmets.training.settings import AugmentationSettings, training_settings
+
+#: sha256 of 64 default negative centres of the lesion pair (rng seed 1), drawn before negative_centre existed
+DEFAULT_NEGATIVE_CENTRES = "77a1c69532b8d52cdc24169ab932d95be4c4f007e080e7454512791887c8ed28"
 
 
 def _hand_dice(prob, target, dims, smooth_nr, smooth_dr):
@@ -152,11 +157,16 @@ def test_trainer_uses_the_paper_keys(tiny_data, tiny_config, tmp_path):
 
     cache, splits = tiny_data
     tiny_config["training"]["segmentation"].update(dice="sample", deep_supervision_normalise=False,
-                                                   positive_centre="voxel", positive_region="tc_et")
+                                                   positive_centre="voxel", positive_region="tc_et",
+                                                   negative_centre="background")
+    tiny_config["training"]["augmentation"].update(affine="joint", scope="volume")
     tiny_config["training"]["detection"].update(target="label_sum", negatives="brain")
     run = dict(study="twostage", subset="t1c+t2f", seed=0, cache_dir=cache, splits=splits)
     segmentor = Trainer(tiny_config, RunRequest(model="segmentor", out_dir=tmp_path / "seg", **run))
     assert segmentor.sampler.positive_labels == (1, 3) and segmentor.sampler.positive_centre == "voxel"
+    assert segmentor.sampler.negative_centre == "background"
+    assert segmentor.sampler.augmenter.scope == "volume"
+    assert type(segmentor.sampler.augmenter.transform.transforms[0]).__name__ == "RandAffined"
     batch = segmentor.sampler.batch(0)
     with torch.no_grad():
         main, aux, _ = forward_outputs(segmentor.model, segmentor.runtime.inputs(batch.image))
@@ -167,5 +177,96 @@ def test_trainer_uses_the_paper_keys(tiny_data, tiny_config, tmp_path):
     assert expected != pytest.approx(segmentation_loss(main, aux, target, 0.5).item(), rel=1e-3)
 
     detector = Trainer(tiny_config, RunRequest(model="detector", out_dir=tmp_path / "det", **run))
-    assert not detector.sampler.tumour_free_negatives
+    assert not detector.sampler.tumour_free_negatives and detector.sampler.negative_centre == "brain"
     assert (detector.ts.target, detector.sampler.positive_labels) == ("label_sum", (1, 2, 3))
+
+
+def _negative_centres(sampler, n=400):
+    rng = np.random.default_rng(1)
+    return np.array([sampler._negative_centre(sampler.cases[0], rng) for _ in range(n)])
+
+
+def test_background_negatives_never_centre_in_the_positive_region(lesion_pair):
+    label = np.asarray(_sampler(lesion_pair).cases[0].label)
+    image = np.asarray(_sampler(lesion_pair).cases[0].image)
+    for region, positive in (("tc_et", (1, 3)), ("wt", (1, 2, 3))):
+        centres = _negative_centres(_sampler(lesion_pair, positive_region=region, negative_centre="background"))
+        assert not np.isin(label[tuple(centres.T)], positive).any(), region
+        assert np.all(np.any(image[:, *centres.T] != 0, axis=0))  # still brain voxels
+    # outside TC/ET, edema is a fair negative centre; any brain voxel includes the tumour itself
+    background = label[tuple(_negative_centres(_sampler(lesion_pair, positive_region="tc_et",
+                                                        negative_centre="background")).T)]
+    brain = label[tuple(_negative_centres(_sampler(lesion_pair, positive_region="tc_et")).T)]
+    assert (background == 2).any() and np.isin(brain, (1, 3)).any()
+
+
+def test_background_negatives_fall_back_to_the_exact_set_when_tumour_fills_the_brain(tmp_path, case_writer):
+    case_writer(tmp_path, "full", 0, [((18, 18, 14), 16)])  # the core covers the brain but for a thin rim
+    s = PatchSampler(tmp_path, ["full"], subset_channels("t1c"), (8, 8, 8), batch_patients=1, crops_per_patient=1,
+                     pos_fraction=0.0, task="segmentation", seed=0, positive_region="tc_et",
+                     negative_centre="background")
+    case = s.cases[0]
+    rim = np.any(case.image != 0, axis=0) & ~np.isin(case.label, (1, 3))
+    assert 0 < rim.sum() < 0.005 * rim.size  # 32 rejection draws mostly miss it
+    centres = _negative_centres(s, 50)
+    assert rim[tuple(centres.T)].all()
+
+
+def test_default_negative_centres_are_unchanged(lesion_pair):
+    # the centres the sampler drew before negative_centre existed (same seed, same case)
+    centres = _negative_centres(_sampler(lesion_pair), 64)
+    assert hashlib.sha256(centres.astype(np.int64).tobytes()).hexdigest() == DEFAULT_NEGATIVE_CENTRES
+
+
+def _augmentation(**keys):
+    return AugmentationSettings.from_section(validate_section("training", {"augmentation": keys})["augmentation"])
+
+
+_SPATIAL_ONLY = dict(noise_prob=0.0, smooth_prob=0.0, intensity_scale_prob=0.0, low_resolution_prob=0.0,
+                     mirror_prob=0.0)
+
+
+def test_separate_affine_is_the_default_transform_list():
+    names = [type(t).__name__ for t in PatchAugmenter(_augmentation()).transform.transforms]
+    assert names[:2] == ["RandRotated", "RandZoomd"] and "RandAffined" not in names
+    joint = [type(t).__name__ for t in PatchAugmenter(_augmentation(affine="joint")).transform.transforms]
+    assert joint[0] == "RandAffined" and not {"RandRotated", "RandZoomd"} & set(joint)
+    assert joint[1:] == names[2:]  # the other transforms, in the same order
+
+
+def test_joint_affine_rotates_and_scales_each_axis_with_one_matrix():
+    from monai.transforms import Affine
+
+    augmenter = PatchAugmenter(_augmentation(affine="joint", rotate_prob=1.0, scale_prob=1.0, **_SPATIAL_ONLY))
+    grid = np.stack(np.meshgrid(*[np.arange(24)] * 3, indexing="ij")).astype(np.float32)
+    label = np.zeros((1, 24, 24, 24), np.float32)
+    label[0, 6:18, 8:16, 10:14] = 2
+    label[0, 9:14, 10:13, 11:13] = 3
+    image = np.concatenate([label, grid[:1] / 24])  # channel 0 is the label itself, interpolated
+    augmenter.reseed(5)
+    out_image, out_label = augmenter(image, label)
+    # one matrix holds both: a rotation (off-diagonal terms) and unequal axis scales (its singular values)
+    grid_params = augmenter.transform.transforms[0].rand_affine.rand_affine_grid
+    matrix = np.asarray(grid_params.get_transformation_matrix(), dtype=np.float64)
+    scales = np.linalg.svd(matrix[:3, :3], compute_uv=False)
+    assert np.all((scales >= 0.7 - 1e-6) & (scales <= 1.4 + 1e-6)) and np.ptp(scales) > 0.05
+    assert np.abs(matrix[:3, :3] - np.diag(np.diag(matrix[:3, :3]))).max() > 0.1
+    # the label moved by that matrix, nearest-neighbour: values stay labels
+    expected = Affine(affine=torch.as_tensor(matrix), mode="nearest", padding_mode="zeros",
+                      image_only=True)(torch.from_numpy(label))
+    assert torch.equal(out_label, torch.as_tensor(expected).as_tensor().float())
+    assert set(torch.unique(out_label).tolist()) <= {0.0, 2.0, 3.0}
+    assert not torch.equal(out_label, torch.from_numpy(label))
+    # the interpolated image channel agrees with the label it was a copy of (same geometry)
+    agree = ((out_image[0] > 1.0) == (out_label[0] > 1.0)).float().mean().item()
+    assert agree > 0.97
+
+
+def test_joint_affine_needs_one_probability():
+    from brainmets.config import ConfigError, merge_config, read_yaml, validate_config
+    from pathlib import Path
+
+    default = read_yaml(Path(__file__).resolve().parents[2] / "config.yaml")
+    bad = merge_config(default, {"training": {"augmentation": {"affine": "joint", "scale_prob": 0.3}}})
+    with pytest.raises(ConfigError, match="scale_prob is 0.3 with affine: joint"):
+        validate_config(bad)

@@ -4,9 +4,14 @@ Rotation, isotropic scaling, Gaussian noise, Gaussian smoothing,
 multiplicative intensity scaling, simulated low resolution and mirroring, each
 with its own probability (``training.augmentation`` of the config schema); the
 authors' code adds contrast scaling about the mean and gamma contrast (plain and
-inverted), off unless their probabilities are set. Spatial transforms move the
-label with the image (nearest-neighbour for the label). A transform whose
-probability is 0 is not built at all, so it draws nothing from the random state.
+inverted), off unless their probabilities are set. With ``affine: joint``
+rotation and scaling are one MONAI ``RandAffined`` instead (the authors'):
+one draw decides both, and each axis gets its own scale factor. Spatial
+transforms move the label with the image (nearest-neighbour for the label). A
+transform whose probability is 0 is not built at all, so it draws nothing from
+the random state. ``scope`` says what is augmented: each crop (``crop``) or
+the patient's whole volume before its crops are cut (``volume``, the
+authors'; the sampler does the cutting, :mod:`brainmets.training.sampling`).
 
 Determinism: the sampler calls :meth:`PatchAugmenter.reseed` with a seed
 derived from (run seed, iteration) before augmenting a batch's patches in slot
@@ -45,6 +50,7 @@ class PatchAugmenter:
         from monai.transforms import (
             Compose,
             RandAdjustContrastd,
+            RandAffined,
             RandFlipd,
             RandGaussianNoised,
             RandGaussianSmoothd,
@@ -59,10 +65,17 @@ class PatchAugmenter:
         both, img = ["image", "label"], ["image"]
         angle = math.radians(s.rotate_degrees)
         transforms = []
-        if s.rotate_prob > 0:
+        if s.affine == "joint":
+            if s.rotate_prob > 0:
+                # MONAI scales the sampling grid by 1 + f, f drawn per axis
+                transforms.append(RandAffined(both, prob=s.rotate_prob, rotate_range=(angle, angle, angle),
+                                              scale_range=((s.scale_range[0] - 1.0, s.scale_range[1] - 1.0),) * 3,
+                                              mode=("bilinear", "nearest"), padding_mode="zeros",
+                                              device=torch.device(device)))
+        elif s.rotate_prob > 0:
             transforms.append(RandRotated(both, range_x=angle, range_y=angle, range_z=angle, prob=s.rotate_prob,
                                           mode=("bilinear", "nearest"), padding_mode="zeros", keep_size=True))
-        if s.scale_prob > 0:
+        if s.affine == "separate" and s.scale_prob > 0:
             # One zoom factor for all three axes (isotropic), as nnU-Net does by default.
             transforms.append(RandZoomd(both, prob=s.scale_prob, min_zoom=s.scale_range[0], max_zoom=s.scale_range[1],
                                         mode=("trilinear", "nearest"), padding_mode="constant", keep_size=True))
@@ -90,6 +103,7 @@ class PatchAugmenter:
         if s.mirror_prob > 0:
             transforms.extend(RandFlipd(both, prob=s.mirror_prob, spatial_axis=axis) for axis in range(3))
         self.enabled = bool(s.enabled and transforms)
+        self.scope = s.scope
         self.transform = Compose(transforms) if self.enabled else None
         self.device = torch.device(device)
 

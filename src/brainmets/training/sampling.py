@@ -5,9 +5,12 @@ crops from each. A fixed share of the batch's crops (``pos_fraction``, rounded
 to whole crops) is *positive*: centred on a tumour voxel (a lesion is drawn
 first, uniformly or by size, see ``positive_centre``) of the region
 ``positive_region`` (all tumour, or only its core and enhancing part). The others are
-*negative*: centred on a random brain voxel; for the detector a negative crop
-is redrawn (a bounded number of times) until it holds no tumour, so the
-classifier sees real tumour-free patches (``tumour_free_negatives``). A
+*negative*: centred on a random brain voxel (``negative_centre`` brain), or
+on a brain voxel outside the positive region (``background``: what MONAI's
+``RandCropByPosNegLabeld`` calls background, the authors' negatives); for the
+detector a negative crop is redrawn (a bounded number of times) until it holds
+no tumour, so the classifier sees real tumour-free patches
+(``tumour_free_negatives``). A
 detection patch's target comes from its label after augmentation
 (:func:`brainmets.training.losses.detection_targets`).
 
@@ -21,6 +24,16 @@ Crops are read as spatial slices of the memory map first and only then
 channel-selected, so a step reads ``batch x channels x patch`` voxels, not
 whole volumes. A volume smaller than the patch along an axis is zero-padded
 (the cache's background value) symmetrically.
+
+With an augmenter of scope ``volume`` (the authors' order) a step instead
+augments each chosen patient's whole volume once, reseeded from (seed,
+iteration, patient slot), and draws that patient's centres on the augmented
+label and cuts its crops from the result: rotated or scaled crops hold anatomy
+to their corners and a patient's crops share one draw. The volume is augmented
+on the augmenter's device and copied back for cropping; the lesion index is
+computed afresh on each augmented label. Costlier: on 2 CPU threads a
+3-channel 160 x 200 x 150 volume takes about 2.7 s with the paper's
+probabilities (a GPU makes it cheap).
 """
 
 from __future__ import annotations
@@ -61,6 +74,7 @@ class _Case:
     label: np.ndarray  # (X, Y, Z) view of the memory map
     lesion_voxels: list[np.ndarray] | None = None  # per lesion: (n, 3) int32 coordinates (subsampled)
     lesion_sizes: np.ndarray | None = None  # per lesion: true voxel count
+    channels: list[int] | None = None  # channels of image a crop takes (None: the sampler's channels)
 
 
 @dataclass
@@ -99,7 +113,8 @@ class PatchSampler:
     def __init__(self, cache_dir: str | Path, cases: Sequence[str], channels: Sequence[int],
                  patch: Sequence[int], *, batch_patients: int, crops_per_patient: int, pos_fraction: float,
                  task: str, seed: int, positive_centre: str = "lesion", positive_region: str = "wt",
-                 tumour_free_negatives: bool = True, augmenter: PatchAugmenter | None = None):
+                 tumour_free_negatives: bool = True, negative_centre: str = "brain",
+                 augmenter: PatchAugmenter | None = None):
         from brainmets.data.preprocess import load_case
 
         if not cases:
@@ -121,6 +136,7 @@ class PatchSampler:
         self.positive_centre = positive_centre
         self.positive_labels = REGIONS["WT" if positive_region == "wt" else "TC"]
         self.tumour_free_negatives = task == "detection" and tumour_free_negatives
+        self.negative_centre = negative_centre
         self.augmenter = augmenter
         self._index_lock = threading.Lock()
 
@@ -160,10 +176,18 @@ class PatchSampler:
 
     def _brain_centre(self, case: _Case, rng: np.random.Generator) -> np.ndarray:
         shape = np.array(case.label.shape)
+        background = self.negative_centre == "background"
         for _ in range(_BRAIN_TRIES):
             centre = rng.integers(0, shape)
-            if np.any(case.image[(slice(None), *centre)] != 0):
+            if np.any(case.image[(slice(None), *centre)] != 0) and not (
+                    background and case.label[tuple(centre)] in self.positive_labels):
                 return centre
+        if background:
+            # rejection failed (tumour fills most of the brain): draw from the exact set, still uniform
+            allowed = np.any(case.image != 0, axis=0) & ~np.isin(case.label, self.positive_labels)
+            voxels = np.flatnonzero(allowed)
+            if len(voxels):
+                return np.array(np.unravel_index(voxels[int(rng.integers(len(voxels)))], case.label.shape))
         return shape // 2
 
     def _negative_centre(self, case: _Case, rng: np.random.Generator) -> np.ndarray:
@@ -183,7 +207,8 @@ class PatchSampler:
         """``(image (C, *patch), label (1, *patch))`` float32 copies of the window around ``centre``."""
         patch = self.patch if patch is None else tuple(patch)
         slices, pads = crop_slices(case.label.shape, centre, patch)
-        image = case.image[(slice(None), *slices)][self.channels].astype(np.float32, copy=False)
+        channels = self.channels if case.channels is None else case.channels
+        image = case.image[(slice(None), *slices)][channels].astype(np.float32, copy=False)
         label = case.label[slices][None].astype(np.float32, copy=False)
         if any(p != (0, 0) for p in pads):
             image = np.pad(image, [(0, 0), *pads])
@@ -200,8 +225,19 @@ class PatchSampler:
             return (*self.crop(case, self._negative_centre(case, rng)), False)
         return (*self.crop(case, centre), True)
 
+    @property
+    def _augments_volumes(self) -> bool:
+        return self.augmenter is not None and self.augmenter.enabled and self.augmenter.scope == "volume"
+
+    def _augmented_case(self, case: _Case) -> _Case:
+        """The case's selected channels and label augmented as a whole (one draw), as a case to crop from."""
+        # copies: torch refuses to wrap the read-only memory map without a warning
+        image_t, label_t = self.augmenter(case.image[self.channels], np.array(case.label[None], dtype=np.float32))
+        return _Case(case.name, image_t.cpu().numpy(), label_t[0].cpu().numpy(),
+                     channels=list(range(len(self.channels))))
+
     def _finish(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.augmenter is None:
+        if self.augmenter is None or self._augments_volumes:
             return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label))
         return self.augmenter(image, label)
 
@@ -216,11 +252,17 @@ class PatchSampler:
         n_cases = len(self.cases)
         chosen = rng.choice(n_cases, size=self.batch_patients, replace=n_cases < self.batch_patients)
         kinds = self._kinds(self.batch_size, rng)
-        if self.augmenter is not None:
+        by_volume = self._augments_volumes
+        if self.augmenter is not None and not by_volume:
             self.augmenter.reseed(step_seed(self.seed, iteration, _AUG_STREAM))
         images, labels, positive = [], [], []
         for slot in range(self.batch_size):
-            case = self.cases[int(chosen[slot // self.crops_per_patient])]
+            patient, crop_index = divmod(slot, self.crops_per_patient)
+            if not by_volume:
+                case = self.cases[int(chosen[patient])]
+            elif crop_index == 0:  # one draw per patient and step, kept for its next crops; seeded like a batch
+                self.augmenter.reseed(step_seed(self.seed, iteration, _AUG_STREAM, patient))
+                case = self._augmented_case(self.cases[int(chosen[patient])])
             for draw in range(draws):
                 image, label, pos = self._draw(case, bool(kinds[slot]), rng)
                 image_t, label_t = self._finish(image, label)

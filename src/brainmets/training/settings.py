@@ -10,7 +10,7 @@ nothing again. In short:
 
 ``training.segmentation`` (the region-based segmentors: U-Nets, baselines, two-stage segmentor)
     iterations 250000, batch_patients 2 x crops_per_patient 5, pos_fraction 2/3,
-    positive_centre lesion, positive_region wt, deep_supervision_decay 0.5
+    positive_centre lesion, positive_region wt, negative_centre brain, deep_supervision_decay 0.5
     (normalised), dice batch, grad_clip 12,
     SGD (lr 0.01, momentum 0.99, Nesterov, weight decay 3e-5), poly schedule (0.9);
     detector_threshold 0 and detector_draws 1 for train-on-detected.
@@ -21,7 +21,9 @@ nothing again. In short:
 ``training.augmentation``
     nnU-Net's augmentations and probabilities (rotation, scaling, noise,
     smoothing, intensity scaling, simulated low resolution, mirroring); the
-    authors' extra gamma and fixed-mean contrast transforms are off by default.
+    authors' extra gamma and fixed-mean contrast transforms are off by default,
+    rotation and isotropic scaling are separate transforms (affine separate),
+    and each crop is augmented alone (scope crop).
 ``training`` (top level)
     checkpoint_every, val_every, val_max_cases, keep_best,
     log_every, device, threads, channels_last, prefetch.
@@ -94,6 +96,7 @@ class TaskSettings:
     dice: str | None = None
     detector_threshold: float | None = None
     detector_draws: int | None = None
+    negative_centre: str | None = None
     # detection only (None for the segmentors)
     target: str | None = None
     negatives: str | None = None
@@ -131,6 +134,8 @@ class AugmentationSettings:
     low_resolution_prob: float
     low_resolution_zoom: tuple[float, float]
     mirror_prob: float
+    affine: str = "separate"
+    scope: str = "crop"
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> "AugmentationSettings":

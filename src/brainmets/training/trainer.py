@@ -145,7 +145,9 @@ class Trainer:
                                     batch_patients=ts.batch_patients, crops_per_patient=ts.crops_per_patient,
                                     pos_fraction=ts.pos_fraction, task=self.task, seed=request.seed,
                                     positive_centre=ts.positive_centre, positive_region=ts.positive_region,
-                                    tumour_free_negatives=ts.negatives != "brain", augmenter=augmenter)
+                                    tumour_free_negatives=ts.negatives != "brain",
+                                    negative_centre=ts.negative_centre or "brain",  # a segmentation-only key
+                                    augmenter=augmenter)
         self.detected: _DetectedFilter | None = None
         self.draws = 1
         detector_network = None
