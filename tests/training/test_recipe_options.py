@@ -270,3 +270,24 @@ def test_joint_affine_needs_one_probability():
     bad = merge_config(default, {"training": {"augmentation": {"affine": "joint", "scale_prob": 0.3}}})
     with pytest.raises(ConfigError, match="scale_prob is 0.3 with affine: joint"):
         validate_config(bad)
+
+
+def test_detector_background_negatives_are_centred_outside_the_tumour_and_never_redrawn(lesion_pair):
+    from brainmets.training.trainer import negative_crops
+
+    def detection(negatives):
+        section = validate_section("training", {"detection": {"negatives": negatives}})
+        return training_settings({"training": section}).detection
+
+    assert negative_crops(detection("tumour_free")) == {"tumour_free_negatives": True, "negative_centre": "brain"}
+    assert negative_crops(detection("brain")) == {"tumour_free_negatives": False, "negative_centre": "brain"}
+    args = negative_crops(detection("background"))
+    assert args == {"tumour_free_negatives": False, "negative_centre": "background"}
+    s = PatchSampler(lesion_pair, ["pair"], subset_channels("t1c"), (8, 8, 8), batch_patients=1,
+                     crops_per_patient=1, pos_fraction=0.0, task="detection", seed=0, **args)
+    rng = np.random.default_rng(1)
+    case = s.cases[0]
+    centres = [s._negative_centre(case, rng) for _ in range(200)]
+    assert not any(case.label[tuple(c)] > 0 for c in centres)  # the detector's region is WT
+    crops = [crop_slices(case.label.shape, c, s.patch)[0] for c in centres]
+    assert sum(bool(np.any(case.label[c] > 0)) for c in crops) > 0  # a crop near a lesion keeps its tumour

@@ -70,6 +70,20 @@ _SCORE = {"segmentation": "mean Dice of WT, TC, ET on the whole validation cases
 _NOT_CHANNELS_LAST = frozenset({"segresnetvae"})
 
 
+
+def negative_crops(ts) -> dict[str, Any]:
+    """The sampler's negative-crop arguments from a task's settings.
+
+    Segmentation: ``negative_centre`` (brain | background). Detection: ``negatives``
+    (tumour_free: redrawn until tumour-free; brain or background: centred on any brain
+    voxel or on one outside the positive region, never redrawn).
+    """
+    if ts.negative_centre is not None:
+        return {"tumour_free_negatives": False, "negative_centre": ts.negative_centre}
+    return {"tumour_free_negatives": ts.negatives == "tumour_free",
+            "negative_centre": "background" if ts.negatives == "background" else "brain"}
+
+
 class Trainer:
     """One training run: what is set up once, and the state the loop changes.
 
@@ -145,8 +159,7 @@ class Trainer:
                                     batch_patients=ts.batch_patients, crops_per_patient=ts.crops_per_patient,
                                     pos_fraction=ts.pos_fraction, task=self.task, seed=request.seed,
                                     positive_centre=ts.positive_centre, positive_region=ts.positive_region,
-                                    tumour_free_negatives=ts.negatives != "brain",
-                                    negative_centre=ts.negative_centre or "brain",  # a segmentation-only key
+                                    **negative_crops(ts),
                                     augmenter=augmenter)
         self.detected: _DetectedFilter | None = None
         self.draws = 1
