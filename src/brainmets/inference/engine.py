@@ -35,12 +35,13 @@ two-stage model slower and the single-pass U-Net no faster beyond noise
 
 Window. The single-pass path slides the network's training patch
 (``inference.window: null``, the paper) or, for networks that take any input
-size, a larger window (:func:`brainmets.models.inference_window`): fewer calls
-of a larger window cost a small network much less per case, and the instance
-normalisation of a window then sees more of the volume, so the outputs change
-(measured on the default study's trained networks:
-benchmarks/results/inference_settings.md). The two-stage path always uses the
-patch grid: the detector decides window by window.
+size, a larger window (:func:`brainmets.models.inference_window`): more context
+and fewer window borders, and the instance normalisation of a window sees more
+of the volume, so the outputs change. Measured with the default study's trained
+networks (benchmarks/results/inference_settings.md): twice the patch raised
+val Dice by 6-12 points at about the same FLOPs, run 1.3-1.8x slower on one
+CPU thread (larger feature maps). The two-stage path always uses the patch grid:
+the detector decides window by window.
 
 FLOPs. Per-window forward FLOPs of each network are counted once with
 ``torch.utils.flop_counter`` (:func:`brainmets.models.model_flops`) and
