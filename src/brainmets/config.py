@@ -15,7 +15,9 @@ Validation has two layers:
    that must exist under ``models:``, modality subsets (``t1c+t1n+t2f``,
    ``[t1c, t1n, t2f]``, ``all``, ``selected``) rewritten to canonical keys,
    [low, high] ranges in order, choosing on the test split only when
-   ``selection.allow_test`` says so.
+   ``selection.allow_test`` says so, an ``inference.window`` that suits every
+   network predicting with it (:func:`brainmets.models.inference_window`;
+   imports torch, only when a window is set).
 
 The readers of the validated config (:func:`brainmets.training.training_settings`,
 :class:`brainmets.inference.InferenceSettings`, :mod:`brainmets.reporting.collect`,
@@ -387,6 +389,8 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             "does not include that subset: add it there, or leave the model out of baselines.models"
         )
 
+    problems += _window_problems(config)
+
     for key, value in config["training"]["augmentation"].items():
         if isinstance(value, list) and value[0] > value[1]:
             problems.append(f"config key training.augmentation.{key} is {value}; expected [low, high] with low <= high")
@@ -408,6 +412,26 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             "config key selection.split is 'val' but data.split.fractions gives the validation "
             "split no cases; give val a fraction > 0, or set selection.override"
         )
+    return problems
+
+
+def _window_problems(config: dict[str, Any]) -> list[str]:
+    """``inference.window`` against every network that predicts single-pass (or validates so in training)."""
+    window = config["inference"]["window"]
+    if window is None:
+        return []  # the patch: nothing to check, and no need to import torch for the registry
+    from brainmets.models.registry import inference_window
+
+    models = config["models"]
+    names = [config["modality_study"]["model"], *trained_baselines(config), config["twostage"]["segmentor"]]
+    problems = []
+    for name in dict.fromkeys(names):
+        if name not in models:
+            continue  # reported above
+        try:
+            inference_window(name, models[name], window)
+        except BrainmetsError as exc:
+            problems.append(f"config key {exc}")
     return problems
 
 

@@ -310,3 +310,37 @@ def test_readme_names_the_default_table2_rows():
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "ResUNet (pytorch-3dunet's ResidualUNet3D) and SegResNet (MONAI's SegResNetDS" in readme
     assert "the 3D-UNET row, which is the modality study's all-four run reused" in readme
+
+
+def test_inference_window_is_checked_against_every_single_pass_network():
+    config = default_config()
+    config["inference"]["windw"] = 2
+    assert "unknown config key inference.windw (did you mean inference.window?)" in problems_of(config)
+    for window in ("large", [48, 48], 0):
+        config = default_config()
+        config["inference"]["window"] = window
+        assert f"config key inference.window is {window!r}; expected the window of single-pass" in problems_of(config)
+    for window, needle in (([16, 24, 24], "window [16, 24, 24] is smaller than the patch on some axis"),
+                           ([48, 48, 50], "window [48, 48, 50] must be divisible by 4 on every axis")):
+        config = default_config()
+        config["inference"]["window"] = window
+        message = problems_of(config)
+        assert f"config key inference.window {window!r} for model 'unet' (arch dynunet, patch [24, 24, 24])" in message
+        assert needle in message
+    # a transformer keeps its patch: named when it predicts single-pass, as a Table 2 row
+    config = default_config()
+    config["inference"]["window"] = 2
+    config["baselines"]["models"] = ["resunet", "unet", "swinunetr", "unetr"]
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert info.value.problems == [
+        "config key inference.window 2 for model 'swinunetr' (arch swinunetr, patch [64, 32, 32]): this "
+        "architecture takes only windows of its patch; use inference.window: null (or the patch itself)",
+        "config key inference.window 2 for model 'unetr' (arch unetr, patch [32, 32, 32]): this "
+        "architecture takes only windows of its patch; use inference.window: null (or the patch itself)",
+    ]
+    # the convolutional networks of the default study take a multiple of their patch or one window for the volume
+    for window in (None, 2, [120, 120, 80]):
+        config = default_config()
+        config["inference"]["window"] = window
+        assert validate_config(config)["inference"]["window"] == window

@@ -90,7 +90,7 @@ def reference_from_config(config: Mapping[str, Any] | None, in_channels: int) ->
     if config is None:
         return None
     name = config["modality_study"]["model"]
-    return ReferenceModel.from_spec(name, config["models"][name], in_channels)
+    return ReferenceModel.from_spec(name, config["models"][name], in_channels, config["inference"]["window"])
 
 
 def predict_case(

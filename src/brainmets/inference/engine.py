@@ -33,13 +33,26 @@ off by default: with the default study's trained networks it made the
 two-stage model slower and the single-pass U-Net no faster beyond noise
 (benchmarks/results/inference.md); the setting forces it.
 
+Window. The single-pass path slides the network's training patch
+(``inference.window: null``, the paper) or, for networks that take any input
+size, a larger window (:func:`brainmets.models.inference_window`): more context
+and fewer window borders, and the instance normalisation of a window sees more
+of the volume, so the outputs change. Measured with the default study's trained
+networks (benchmarks/results/inference_settings.md): twice the patch raised
+val Dice by 6-12 points at about the same FLOPs, run 1.3-1.8x slower on one
+CPU thread (larger feature maps). The two-stage path always uses the patch grid:
+the detector decides window by window.
+
 FLOPs. Per-window forward FLOPs of each network are counted once with
 ``torch.utils.flop_counter`` (:func:`brainmets.models.model_flops`) and
-multiplied by the number of windows that network actually ran.
+multiplied by the number of windows that network actually ran; a single-pass
+window larger than the patch counts the patch's FLOPs times the voxel ratio
+(:func:`window_flops`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +66,14 @@ from torch import nn
 from brainmets.constants import TRAIN_REGIONS, subset_channels
 from brainmets.errors import BrainmetsError
 from brainmets.inference.windows import padded_shape, sliding_window_count, window_starts
-from brainmets.models import build_model, forward_outputs, is_convolutional, load_trained, model_flops
+from brainmets.models import (
+    build_model,
+    forward_outputs,
+    inference_window,
+    is_convolutional,
+    load_trained,
+    model_flops,
+)
 from brainmets.runtime import Runtime
 
 # --------------------------------------------------------------------------- settings
@@ -65,6 +85,8 @@ class InferenceSettings:
 
     #: fraction of a window shared with its neighbour along an axis
     overlap: float
+    #: single-pass window: None (the network's patch), k (k times the patch) or 3 voxel counts
+    window: int | list[int] | None
     #: the segmentor runs on windows whose detector logit is strictly above this
     detector_threshold: float
     #: windows per network call (single-pass network, two-stage segmentor)
@@ -172,14 +194,28 @@ class ReferenceModel:
     """The single-pass model a two-stage case is compared with (FLOPs only; it is never run)."""
 
     name: str
-    patch: tuple[int, int, int]
+    #: the window it slides (its patch unless ``inference.window`` says otherwise)
+    window: tuple[int, int, int]
     flops_per_window: float
 
     @classmethod
-    def from_spec(cls, name: str, spec: Mapping[str, Any], in_channels: int) -> "ReferenceModel":
+    def from_spec(
+        cls, name: str, spec: Mapping[str, Any], in_channels: int, window: int | Sequence[int] | None = None
+    ) -> "ReferenceModel":
         model = build_model(name, spec, in_channels, len(TRAIN_REGIONS))
         patch = tuple(int(p) for p in spec["patch"])
-        return cls(name, patch, model_flops(model, in_channels, patch))  # type: ignore[arg-type]
+        size = inference_window(name, spec, window)
+        return cls(name, size, window_flops(model_flops(model, in_channels, patch), patch, size))
+
+
+def window_flops(flops_per_patch: float, patch: Sequence[int], window: Sequence[int]) -> float:
+    """Forward FLOPs of a ``window`` from those of a ``patch``.
+
+    Only networks that take any input size run other windows, and their
+    convolutions (and the counted FLOPs) scale with the voxels of the window,
+    every level's grid shrinking by the same factors.
+    """
+    return flops_per_patch * math.prod(window) / math.prod(patch)
 
 
 # --------------------------------------------------------------------------- results
@@ -204,12 +240,24 @@ def _weight_map(patch: Sequence[int], blend: str, device: torch.device) -> torch
 # --------------------------------------------------------------------------- single pass
 
 
+def single_pass_window(network: Network, settings: InferenceSettings) -> tuple[int, int, int]:
+    """The window ``network`` slides over a volume: its patch, or ``settings.window`` (module docstring: Window)."""
+    if settings.window is None:
+        return network.patch
+    spec = network.info.get("spec")
+    if not spec:
+        raise BrainmetsError(f"model {network.name}: inference.window {settings.window!r} needs the model's "
+                             "registry entry (spec) in its info to check the window against its architecture")
+    return inference_window(network.name, spec, settings.window)
+
+
 def predict_single_pass(
     network: Network, image: torch.Tensor, settings: InferenceSettings, runtime: Runtime
 ) -> CaseInference:
     """Sliding-window inference of one network over ``image`` (4 sequences, X, Y, Z)."""
     from monai.inferers import sliding_window_inference
 
+    window = single_pass_window(network, settings)
     windows_run = 0
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
@@ -223,7 +271,7 @@ def predict_single_pass(
     with torch.inference_mode():
         probabilities = sliding_window_inference(
             inputs,
-            roi_size=network.patch,
+            roi_size=window,
             sw_batch_size=int(settings.batch_size),
             predictor=predictor,
             overlap=float(settings.overlap),
@@ -236,7 +284,8 @@ def predict_single_pass(
             probabilities = torch.sigmoid(probabilities)
     runtime.synchronize()
     seconds = time.perf_counter() - start
-    flops = network.flops_per_window * windows_run
+    flops_per_window = window_flops(network.flops_per_window, network.patch, window)
+    flops = flops_per_window * windows_run
     record = {
         "mode": "single_pass",
         "seconds": seconds,
@@ -246,7 +295,7 @@ def predict_single_pass(
         "flops": flops,
         "flops_single_pass": flops,
         "single_pass_model": network.name,
-        "gmac_per_window": network.flops_per_window / 2e9,
+        "gmac_per_window": flops_per_window / 2e9,
     }
     return CaseInference(probabilities.float().cpu(), record)
 
@@ -347,7 +396,7 @@ def predict_two_stage(
     each voxel about once (see the config schema).
 
     ``flops_single_pass`` is what ``reference`` (the configured single-pass
-    model, run with MONAI's sliding window at its own patch and
+    model, run with MONAI's sliding window at its window, :func:`single_pass_window`, and
     ``settings.overlap``) would spend on the same volume; without a reference
     it is the segmentor run on every window of the grid.
     """
@@ -387,7 +436,7 @@ def predict_two_stage(
     flops_segmentor = segmentor.flops_per_window * n_kept
     flops_dense = segmentor.flops_per_window * n_total
     if reference is not None:
-        n_reference = sliding_window_count(shape, reference.patch, float(settings.overlap))
+        n_reference = sliding_window_count(shape, reference.window, float(settings.overlap))
         flops_single_pass, single_pass_model = reference.flops_per_window * n_reference, reference.name
     else:
         n_reference, flops_single_pass, single_pass_model = n_total, flops_dense, f"{segmentor.name} (all windows)"

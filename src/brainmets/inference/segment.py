@@ -224,7 +224,7 @@ def load_model(
     inference = {
         "checkpoint": settings.checkpoint, "mirror": bool(mirror), "overlap": settings.overlap, "blend": settings.blend,
         "average": settings.average, "threshold": settings.threshold, "label_export": settings.label_export,
-        **({"detector_threshold": settings.detector_threshold} if detectors else {}),
+        **({"detector_threshold": settings.detector_threshold} if detectors else {"window": settings.window}),
     }
     decision = _postprocessing_decision([c["segmentor"] for c in cards], postprocessing)
     card = {**combined_card(cards, inference), "postprocessing": decision}

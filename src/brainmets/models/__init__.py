@@ -15,6 +15,7 @@ from brainmets.models.registry import (
     ChannelAdapter,
     build_model,
     dynunet_layout,
+    inference_window,
     is_convolutional,
     resolve_arch,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "count_parameters",
     "dynunet_layout",
     "forward_outputs",
+    "inference_window",
     "is_convolutional",
     "load_trained",
     "model_flops",

@@ -81,6 +81,11 @@ together; the registry turns it into an error naming the model.
 Instance-normalised networks (dynunet, monai_unet, basicunet, swinunetr, resenc_unet) must keep
 more than one voxel at their coarsest level (torch cannot instance-normalise a
 single voxel in train mode), so e.g. SwinUNETR needs a patch of 64 on one axis.
+
+Inference may slide a window larger than the patch over a volume
+(``inference.window``, :func:`inference_window`) for the networks that take
+any input size; UNETR, SwinUNETR, nnFormer, MLP-UNEXT and SegResNetVAE keep
+their patch (``fixed_window``).
 """
 
 from __future__ import annotations
@@ -127,6 +132,9 @@ class _Arch:
     convolutional: bool = True
     #: instance-normalised at the coarsest level: training needs more than one voxel there
     instance_norm_bottleneck: bool = False
+    #: takes only windows of its patch (position embeddings, token grids, a VAE branch sized for it), so
+    #: inference cannot use a larger window (``inference.window``)
+    fixed_window: bool = False
 
 
 def dynunet_layout(
@@ -410,16 +418,19 @@ ARCHITECTURES: dict[str, _Arch] = {
     "basicunet": _Arch(_build_basicunet, lambda spec: 16, instance_norm_bottleneck=True),
     "vnet": _Arch(_build_vnet, lambda spec: 16),
     "segresnet": _Arch(_build_segresnet, _segresnet_divisor),
-    "segresnetvae": _Arch(_build_segresnetvae, _segresnet_divisor),
+    "segresnetvae": _Arch(_build_segresnetvae, _segresnet_divisor, fixed_window=True),
     "segresnetds": _Arch(_build_segresnetds, _segresnet_divisor),
-    "unetr": _Arch(_build_unetr, lambda spec: 16, convolutional=False),
-    "swinunetr": _Arch(_build_swinunetr, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True),
-    "swinunetr_v2": _Arch(_build_swinunetr_v2, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True),
+    "unetr": _Arch(_build_unetr, lambda spec: 16, convolutional=False, fixed_window=True),
+    "swinunetr": _Arch(_build_swinunetr, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True,
+                       fixed_window=True),
+    "swinunetr_v2": _Arch(_build_swinunetr_v2, lambda spec: 32, convolutional=False, instance_norm_bottleneck=True,
+                          fixed_window=True),
     "resunet3d": _Arch(_build_resunet3d, lambda spec: 2 ** (len(_resunet_widths(spec)) - 1)),
     "resunetse3d": _Arch(_build_resunet3d, lambda spec: 2 ** (len(_resunet_widths(spec)) - 1)),
-    "nnformer": _Arch(_build_nnformer, _nnformer_divisor, convolutional=False),
+    "nnformer": _Arch(_build_nnformer, _nnformer_divisor, convolutional=False, fixed_window=True),
     "mlp_unext": _Arch(
-        _build_mlp_unext, lambda spec: 2 ** (len(spec["conv_channels"]) + len(spec["token_dims"]))
+        _build_mlp_unext, lambda spec: 2 ** (len(spec["conv_channels"]) + len(spec["token_dims"])),
+        fixed_window=True,
     ),
     "resenc_unet": _Arch(
         _build_resenc_unet, lambda spec: 2 ** (len(spec["features"]) - 1), instance_norm_bottleneck=True
@@ -435,6 +446,43 @@ def resolve_arch(name: str, spec: Mapping[str, Any]) -> str:
 def is_convolutional(spec: Mapping[str, Any]) -> bool:
     """Whether the entry is a convolutional network (channels_last_3d helps those on CPU)."""
     return ARCHITECTURES[spec["arch"]].convolutional
+
+
+def inference_window(name: str, spec: Mapping[str, Any], window: int | Sequence[int] | None) -> tuple[int, int, int]:
+    """The single-pass inference window of registry entry ``name`` for the config's ``inference.window``.
+
+    ``None``: the patch (the paper). An integer k: k times the patch. Three
+    integers: that window. A window other than the patch must suit the network,
+    else :class:`BrainmetsError` names the model and what is expected: a
+    network that takes any window (not ``fixed_window``), at least the patch
+    on every axis (a smaller one only adds windows) and divisible by the
+    architecture's divisor, as the patch is.
+    """
+    patch = tuple(int(p) for p in spec["patch"])
+    if window is None:
+        return patch  # type: ignore[return-value]
+    arch_name = spec["arch"]
+    arch = ARCHITECTURES[arch_name]
+    where = f"inference.window {window!r} for model {name!r} (arch {arch_name}, patch {list(patch)})"
+    if isinstance(window, int):
+        resolved = tuple(int(window) * p for p in patch)
+    else:
+        resolved = tuple(int(w) for w in window)
+    if len(resolved) != 3:
+        raise BrainmetsError(f"{where}: expected null, an integer or 3 integers")
+    if resolved == patch:
+        return resolved  # type: ignore[return-value]
+    if arch.fixed_window:
+        raise BrainmetsError(f"{where}: this architecture takes only windows of its patch; "
+                             "use inference.window: null (or the patch itself)")
+    if any(w < p for w, p in zip(resolved, patch)):
+        raise BrainmetsError(f"{where}: window {list(resolved)} is smaller than the patch on some axis; "
+                             "expected at least the patch on every axis")
+    divisor = arch.divisor(spec)
+    if any(w % divisor for w in resolved):
+        raise BrainmetsError(f"{where}: window {list(resolved)} must be divisible by {divisor} on every axis "
+                             "for this architecture and depth")
+    return resolved  # type: ignore[return-value]
 
 
 def build_model(name: str, spec: Mapping[str, Any], in_channels: int, out_channels: int) -> nn.Module:
