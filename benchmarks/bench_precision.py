@@ -26,8 +26,9 @@ Run::
         --work /tmp/bf16 --seeds 0 1
     PYTHONPATH=src .venv/bin/python benchmarks/bench_precision.py report --work /tmp/bf16
 
-Writes benchmarks/results/precision_speed.json, precision_quality.json (the
-report step turns both into precision.md's tables).
+Writes benchmarks/results/precision_speed.json; the report step writes
+precision_quality.json and precision.md (precision_notes.md, the conclusions,
+first, then the tables).
 """
 
 from __future__ import annotations
@@ -199,9 +200,94 @@ def quality(args) -> None:
                       f"ET lesion {100 * result['val']['ET']['lesion_dice']:.1f}", file=sys.stderr, flush=True)
 
 
+# --------------------------------------------------------------------------- report
+
+
+def _ratio(row: dict, what: str, cl: str) -> str:
+    return f"{row[f'{what}_fp32_{cl}_s'] / row[f'{what}_bf16_{cl}_s']:.2f}x"
+
+
+def speed_rows(speed: dict) -> list[str]:
+    rows = ["| network | patch | step fp32 / bf16 NCDHW (s) | x | step fp32 / bf16 channels_last (s) | x "
+            "| case fp32 / bf16 NCDHW (s) | x | case fp32 / bf16 channels_last (s) | x | load |",
+            "|" + "---|" * 11]
+    for name, r in speed["networks"].items():
+        cells = []
+        for what in ("step", "predict"):
+            for cl in ("ncdhw", "cl"):
+                cells.append(f"{r[f'{what}_fp32_{cl}_s']:.3f} / {r[f'{what}_bf16_{cl}_s']:.3f} | {_ratio(r, what, cl)}")
+        rows.append(f"| {name} | {'x'.join(map(str, r['patch']))} | " + " | ".join(cells) + f" | {r['load']:.1f} |")
+    return rows
+
+
+def quality_rows(runs: list[dict]) -> list[str]:
+    keys = [(region, kind) for region in REGIONS for kind in ("legacy_dice", "lesion_dice")]
+    rows = ["| subset | seed | precision | train CPU s | predict CPU s (6 cases) | "
+            + " | ".join(f"{r} {'legacy' if k == 'legacy_dice' else 'lesion'}" for r, k in keys) + " | WT FP/patient |",
+            "|" + "---|" * (6 + len(keys))]
+    order = sorted(runs, key=lambda r: (SUBSETS.index(r["subset"]) if r["subset"] in SUBSETS else 99, r["seed"],
+                                        r["precision"] != "fp32"))
+    for r in order:
+        v = r["val"]
+        rows.append(f"| {r['subset']} | {r['seed']} | {r['precision']} | {r['train_cpu_s']:.1f} | "
+                    f"{r['predict_cpu_s']:.1f} | " + " | ".join(f"{100 * v[reg][k]:.1f}" for reg, k in keys)
+                    + f" | {v['WT']['num_fp']:.2f} |")
+    by = {(r["subset"], r["seed"], r["precision"]): r for r in runs}
+    pairs = sorted({(s, seed) for s, seed, _ in by if (s, seed, "fp32") in by and (s, seed, "bf16") in by})
+    if not pairs:
+        return rows
+
+    def value(r, key):
+        return r["val"]["WT"]["num_fp"] if key == "fp" else 100 * r["val"][key[0]][key[1]]
+
+    columns = [("train_cpu_s",), ("predict_cpu_s",), *keys, "fp"]
+
+    def cell(r, key):
+        return r[key[0]] if key in (("train_cpu_s",), ("predict_cpu_s",)) else value(r, key)
+
+    means = {p: [np.mean([cell(by[(s, seed, p)], c) for s, seed in pairs]) for c in columns] for p in ("fp32", "bf16")}
+    for p in ("fp32", "bf16"):
+        rows.append(f"| **mean** | {len(pairs)} pairs | {p} | " + " | ".join(f"{v:.1f}" for v in means[p]) + " |")
+    rows.append("| **bf16 - fp32** | mean of the pairs | | "
+                + " | ".join(f"{b - a:+.1f}" for a, b in zip(means["fp32"], means["bf16"])) + " |")
+    # how far two seeds of one setting lie apart: the noise a precision difference is read against
+    seeds = sorted({seed for _, seed in pairs})
+    if len(seeds) >= 2:
+        for p in ("fp32", "bf16"):
+            both = [s for s in {s for s, _ in pairs} if all((s, seed) in pairs for seed in seeds[:2])]
+            if both:
+                spread = [np.mean([abs(cell(by[(s, seeds[1], p)], c) - cell(by[(s, seeds[0], p)], c)) for s in both])
+                          for c in columns]
+                rows.append(f"| **seed {seeds[1]} vs {seeds[0]}** | mean abs difference, {len(both)} subsets | {p} | "
+                            + " | ".join(f"{v:.1f}" for v in spread) + " |")
+    return rows
+
+
+def report(args) -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(Path(args.work).glob("*/*/seed*/result.json"))]
+    RESULTS.joinpath("precision_quality.json").write_text(json.dumps(runs, indent=1))
+    speed = json.loads(RESULTS.joinpath("precision_speed.json").read_text())
+    notes = RESULTS / "precision_notes.md"
+    lines = [notes.read_text().rstrip() + "\n" if notes.is_file() else "",
+             "## Speed (benchmarks/bench_precision.py speed)", "",
+             f"Machine: {speed['machine']['cpu']}, {speed['machine']['cores']} cores, shared (load average per row: "
+             f"at the end of the network's measurement); torch {speed['torch']}, one thread. Medians of "
+             f"{speed['rounds']} interleaved training steps (batch 4 = 2 patients x 2 crops) and of "
+             f"{max(3, speed['rounds'] // 3)} predictions of case {speed['case']} (grid {speed['case_shape'][1:]}, "
+             "config.yaml's overlap and batch size; detector: every window scored); x = fp32 time / bf16 time.", "",
+             *speed_rows(speed), "",
+             "## Quality (benchmarks/bench_precision.py quality)", "",
+             "The default U-Net, config.yaml's settings (150 steps), trained and predicted once in fp32 and once in "
+             "bf16 (training.precision and inference.precision) per subset and seed, on the cohort, split and "
+             "cache of a finished default study; Dice x100 on its 6 val cases (WT components below 800 mm^3 "
+             "removed, as the study does). CPU seconds: the verb's own, in one warm process, one thread.", "",
+             *quality_rows(runs), ""]
+    (RESULTS / "precision.md").write_text("\n".join(lines))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("mode", choices=["speed", "quality"])
+    parser.add_argument("mode", choices=["speed", "quality", "report"])
     parser.add_argument("--results", default="/work/bench/after/results", help="a trained study's results (read only)")
     parser.add_argument("--work", default="/tmp/bf16")
     parser.add_argument("--networks", nargs="+", default=NETWORKS)
@@ -211,12 +297,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.mode == "speed":
         path = RESULTS / "precision_speed.json"
-        report = speed(args)
+        measured = speed(args)
         if path.is_file():  # --networks measures some rows again: keep the others
-            report["networks"] = {**json.loads(path.read_text())["networks"], **report["networks"]}
-        path.write_text(json.dumps(report, indent=1))
-    else:
+            measured["networks"] = {**json.loads(path.read_text())["networks"], **measured["networks"]}
+        path.write_text(json.dumps(measured, indent=1))
+    elif args.mode == "quality":
         quality(args)
+    else:
+        report(args)
     return 0
 
 

@@ -108,8 +108,9 @@ def test_detector_validation_scores_f1_on_the_validation_windows(tiny_data, tiny
     assert json.loads((out / "checkpoints.json").read_text())["metric"].startswith("F1")
 
 
-@pytest.mark.parametrize("model", ["segmentor", "detector"])
-def test_resumed_run_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, model):
+@pytest.mark.parametrize("model, precision", [("segmentor", "auto"), ("detector", "auto"), ("segmentor", "bf16")])
+def test_resumed_run_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, model, precision):
+    tiny_config["training"]["precision"] = precision  # bf16 autocast too resumes bit for bit
     whole = train(tiny_config, request(tiny_data, tmp_path / "whole", model), progress=False)
     part = train(tiny_config, request(tiny_data, tmp_path / "split", model), progress=False, stop_at=3)
     assert part.status == "stopped" and not (tmp_path / "split" / "model.pt").exists()
