@@ -251,15 +251,19 @@ def quality_rows(runs: list[dict]) -> list[str]:
     rows.append("| **bf16 - fp32** | mean of the pairs | | "
                 + " | ".join(f"{b - a:+.1f}" for a, b in zip(means["fp32"], means["bf16"])) + " |")
     # how far two seeds of one setting lie apart: the noise a precision difference is read against
-    seeds = sorted({seed for _, seed in pairs})
-    if len(seeds) >= 2:
+    seed_pairs = [(a, b) for s, a in pairs for t, b in pairs if s == t and a < b]
+    if seed_pairs:
+        subsets = sorted({s for s, _ in pairs})
         for p in ("fp32", "bf16"):
-            both = [s for s in {s for s, _ in pairs} if all((s, seed) in pairs for seed in seeds[:2])]
-            if both:
-                spread = [np.mean([abs(cell(by[(s, seeds[1], p)], c) - cell(by[(s, seeds[0], p)], c)) for s in both])
-                          for c in columns]
-                rows.append(f"| **seed {seeds[1]} vs {seeds[0]}** | mean abs difference, {len(both)} subsets | {p} | "
-                            + " | ".join(f"{v:.1f}" for v in spread) + " |")
+            spread = [np.mean([abs(cell(by[(s, b, p)], c) - cell(by[(s, a, p)], c))
+                               for s in subsets for a, b in seed_pairs if (s, a) in pairs and (s, b) in pairs])
+                      for c in columns]
+            rows.append(f"| **seed vs seed** | mean abs difference of two seeds, one subset | {p} | "
+                        + " | ".join(f"{v:.1f}" for v in spread) + " |")
+        paired = [np.mean([abs(cell(by[(s, seed, "bf16")], c) - cell(by[(s, seed, "fp32")], c)) for s, seed in pairs])
+                  for c in columns]
+        rows.append("| **bf16 vs fp32** | mean abs difference of a pair | | " + " | ".join(f"{v:.1f}" for v in paired)
+                    + " |")
     return rows
 
 
