@@ -27,8 +27,8 @@ float rounding (eval mode: no batch statistics), which
 reference.
 
 Devices. :mod:`brainmets.runtime` (shared with training) picks the device and
-the precision (``inference.precision``; by default bf16 autocast on CUDA, plain
-fp32 on the CPU).
+the precision (``inference.precision``: ``auto`` = bf16 autocast on CUDA, plain
+fp32 on the CPU; ``native_bf16`` also bf16 on a CPU with bf16 instructions).
 ``channels_last_3d`` is used on CUDA for convolutional networks; on CPU it is
 off by default: with the default study's trained networks it made the
 two-stage model slower and the single-pass U-Net no faster beyond noise

@@ -443,9 +443,11 @@ def _resolved_config(request: RunRequest, task: str, settings: TrainingSettings,
             task: dataclasses.asdict(task_settings) | {"optimizer": top[task]["optimizer"],
                                                        "schedule": top[task]["schedule"]},
             "augmentation": top["augmentation"],
+            # how the run computes, like the device, lives under runtime (outside the fingerprint): a run
+            # resumes on another device or precision, and runs trained before the setting existed still resume
             **{k: v for k, v in top.items()
                if k not in ("segmentation", "detection", "augmentation", "device", "threads", "prefetch",
-                                "precision")},
+                            "precision")},
         },
         "validation": dict(validation) if validation else None,  # the inference keys validation reads
         "train_on_detected": request.detector is not None,
