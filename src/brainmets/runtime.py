@@ -1,11 +1,19 @@
-"""Where networks run, for training and inference alike: device, bf16 autocast, memory format.
+"""Where networks run, for training and inference alike: device, precision (bf16 autocast), memory format.
 
 * Device: the ``device`` settings, whose values the config schema defines and
   checks (``$defs/device``); ``auto`` is the first CUDA device when there is
   one, else the CPU. Asking for CUDA on a machine without it is an error
   naming the setting, never a silent fall-back to the CPU.
-* Autocast: bf16 on CUDA (fast on tensor cores); none on the CPU, which runs
-  plain fp32 because bf16 is ~4x slower on CPUs without AMX/AVX512-BF16.
+* Precision: the ``precision`` settings. ``auto``: bf16 autocast on CUDA (fast
+  on tensor cores), plain fp32 on the CPU, because bf16 is ~4x slower on CPUs
+  without AMX/AVX512-BF16. ``native_bf16``: bf16 wherever the hardware runs it
+  natively, CUDA or a CPU whose flags include ``avx512_bf16`` or ``amx_bf16``
+  (:func:`cpu_runs_bf16_natively`), fp32 elsewhere; on such a CPU the default
+  study's U-Net trained 1.6x and predicted 2.1x faster in bf16, while the
+  authors' ResUNet trained slower (benchmarks/results/precision.md).
+  ``bf16`` and ``fp32`` force one everywhere. Under autocast the convolutions
+  and matrix products run in bf16; losses are computed from float32 casts of the
+  outputs and inference returns float32.
 * Memory format: ``channels_last`` (``auto``, true or false) says whether
   networks that suit it run in channels_last_3d. ``auto`` resolves per device
   to the choice the stage measured, so the stages pass it in: training turns
@@ -18,7 +26,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -51,18 +61,53 @@ def resolve_device(name: str = "auto", setting: str = "device") -> torch.device:
     return device
 
 
+#: the ``precision`` settings (the config schema's enum; see the module docstring)
+PRECISIONS = ("auto", "native_bf16", "bf16", "fp32")
+#: CPU flags (Linux /proc/cpuinfo names) of instructions that compute bf16 products natively
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_runs_bf16_natively(flags: str) -> bool:
+    """Whether a CPU with these ``flags`` (a /proc/cpuinfo ``flags`` line or its value) has bf16 instructions."""
+    return not BF16_CPU_FLAGS.isdisjoint(flags.split(":", 1)[-1].split())
+
+
+@functools.cache
+def cpu_flags() -> str:
+    """The flags of this machine's first CPU as /proc/cpuinfo lists them; empty where there is none (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((line for line in text.splitlines() if line.split(":", 1)[0].strip() == "flags"), "")
+
+
+def resolve_precision(precision: str, device: torch.device, setting: str = "precision") -> bool:
+    """Whether networks run under bf16 autocast on ``device`` for a ``precision`` setting (module docstring)."""
+    if precision not in PRECISIONS:
+        raise BrainmetsError(f"{setting} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision in ("bf16", "fp32"):
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return precision == "native_bf16" and cpu_runs_bf16_natively(cpu_flags())
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how networks run: device, bf16 autocast (CUDA only), memory format."""
+    """Where and how networks run: device, precision (bf16 autocast or fp32), memory format."""
 
     device: torch.device
     #: whether networks that suit channels_last_3d run in it
     channels_last: bool
+    #: whether networks run under bf16 autocast (else plain fp32)
+    bf16: bool = False
 
     @classmethod
     def create(cls, device: str = "auto", channels_last: str | bool = "auto", *, auto_on_cpu: bool = False,
-               auto_on_cuda: bool = True, section: str = "") -> "Runtime":
-        """Resolve the ``device`` and ``channels_last`` settings; ``auto_on_*``: what ``auto`` means there.
+               auto_on_cuda: bool = True, section: str = "", precision: str = "auto") -> "Runtime":
+        """Resolve the ``device``, ``channels_last`` and ``precision`` settings; ``auto_on_*``: what
+        ``channels_last: auto`` means there.
 
         ``section`` prefixes the keys named in errors (``training`` -> ``training.device``).
         """
@@ -74,12 +119,18 @@ class Runtime:
             raise BrainmetsError(f"{prefix}channels_last must be auto, true or false, got {channels_last!r}")
         if choice == "auto":
             choice = auto_on_cuda if resolved.type == "cuda" else auto_on_cpu
-        return cls(device=resolved, channels_last=bool(choice))
+        return cls(device=resolved, channels_last=bool(choice),
+                   bf16=resolve_precision(precision, resolved, f"{prefix}precision"))
+
+    @property
+    def precision(self) -> str:
+        """What the networks compute in, bf16 (autocast) or fp32: the resolved ``precision`` setting."""
+        return "bf16" if self.bf16 else "fp32"
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA; on the CPU a context that changes nothing (plain fp32)."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast on the device when the precision is bf16; else a context that changes nothing (fp32)."""
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:

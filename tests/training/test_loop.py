@@ -108,12 +108,15 @@ def test_detector_validation_scores_f1_on_the_validation_windows(tiny_data, tiny
     assert json.loads((out / "checkpoints.json").read_text())["metric"].startswith("F1")
 
 
-@pytest.mark.parametrize("model, authors", [("segmentor", False), ("detector", False), ("segmentor", True)],
-                         ids=["segmentor", "detector", "segmentor-authors-sampling"])
-def test_resumed_run_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, model, authors):
+@pytest.mark.parametrize("model, authors, precision",
+                         [("segmentor", False, "auto"), ("detector", False, "auto"), ("segmentor", True, "auto"),
+                          ("segmentor", False, "bf16")],
+                         ids=["segmentor", "detector", "segmentor-authors-sampling", "segmentor-bf16"])
+def test_resumed_run_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, model, authors, precision):
     if authors:  # negatives outside TC/ET, one joint affine, whole-volume augmentation (configs/paper.yaml)
         tiny_config["training"]["segmentation"].update(negative_centre="background", positive_region="tc_et")
         tiny_config["training"]["augmentation"].update(affine="joint", scope="volume")
+    tiny_config["training"]["precision"] = precision  # bf16 autocast too resumes bit for bit
     whole = train(tiny_config, request(tiny_data, tmp_path / "whole", model), progress=False)
     part = train(tiny_config, request(tiny_data, tmp_path / "split", model), progress=False, stop_at=3)
     assert part.status == "stopped" and not (tmp_path / "split" / "model.pt").exists()

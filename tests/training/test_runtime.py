@@ -7,10 +7,10 @@ import torch
 
 from brainmets.cli import build_parser
 from brainmets.cli import main as cli_main
-from brainmets.config import ConfigError, validate_section
+from brainmets.config import ConfigError, validate_model, validate_section
 from brainmets.errors import BrainmetsError
 from brainmets.inference import InferenceSettings, inference_runtime
-from brainmets.runtime import Runtime, resolve_device
+from brainmets.runtime import Runtime, cpu_flags, cpu_runs_bf16_natively, resolve_device
 
 CUDA = torch.cuda.is_available()
 #: the allowed values as the schema's $defs/device describes them
@@ -94,3 +94,74 @@ def test_inference_uses_channels_last_on_cuda_only_by_default():
     assert (runtime.device, runtime.channels_last) == (torch.device("cpu"), False)
     assert inference_runtime(inference_settings(device="cpu", channels_last=True)).channels_last is True
     assert inference_runtime(inference_settings()).channels_last is CUDA
+
+
+@pytest.mark.parametrize("section", ["training", "inference"])
+def test_a_precision_the_schema_does_not_allow_is_refused_naming_key_and_values(section):
+    with pytest.raises(ConfigError, match=rf"{section}.precision.*fp16"):
+        validate_section(section, {"precision": "fp16"})
+    assert validate_section(section, {})["precision"] == "auto"
+    assert validate_section(section, {"precision": "native_bf16"})["precision"] == "native_bf16"
+    with pytest.raises(BrainmetsError, match=f"{section}.precision must be one of auto, native_bf16, bf16, fp32, "
+                                             "got 'fp16'"):
+        Runtime.create("cpu", precision="fp16", section=section)
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("flags\t\t: fpu vme avx512f avx512_bf16 avx512vl", True),
+    ("fpu sse4_2 amx_bf16 amx_tile", True),
+    ("flags\t\t: fpu avx2 avx512f avx512vl avx512_vnni", False),  # AVX-512 without its bf16 instructions
+    ("flags\t\t: fpu avx512_bf16x", False),
+    ("", False),
+])
+def test_native_bf16_is_read_from_the_cpu_flags(flags, native):
+    assert cpu_runs_bf16_natively(flags) is native
+
+
+def test_precision_choices_on_the_cpu():
+    assert Runtime.create("cpu").bf16 is False  # auto: plain fp32 on the CPU, as before the setting existed
+    assert Runtime.create("cpu", precision="fp32").bf16 is False
+    assert Runtime.create("cpu", precision="bf16").bf16 is True
+    native = Runtime.create("cpu", precision="native_bf16")
+    assert native.bf16 is cpu_runs_bf16_natively(cpu_flags())
+    assert native.precision == ("bf16" if native.bf16 else "fp32")
+    assert inference_runtime(inference_settings(device="cpu", precision="bf16")).bf16 is True
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_on_the_cpu_runs_the_convolutions_in_bf16_and_returns_float32(channels_last):
+    from brainmets.inference import prepare_network
+    from brainmets.models import build_model
+
+    spec = validate_model("unet", {"arch": "dynunet", "filters": [4, 8, 16], "patch": [16] * 3})
+    seen = {}
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = build_model("unet", spec, in_channels=2, out_channels=3)
+        runtime = Runtime.create("cpu", channels_last, precision=precision)
+        info = {"subset": "t1c+t2f", "in_channels": 2, "patch": [16] * 3, "spec": spec}
+        network = prepare_network(model, info, runtime)
+        convs = [m for m in network.model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+        assert len(convs) > 5
+        for conv in convs:  # after prepare_network, whose FLOP count runs the network once in fp32
+            conv.register_forward_hook(lambda module, args, out, p=precision: seen.setdefault(p, set()).add(out.dtype))
+        outputs[precision] = network(torch.randn(2, 2, 16, 16, 16, generator=torch.Generator().manual_seed(1)),
+                                     runtime)
+    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    assert outputs["bf16"].dtype == outputs["fp32"].dtype == torch.float32
+    # the same network: bf16 rounding moves the logits a little, not more
+    assert not torch.equal(outputs["bf16"], outputs["fp32"])
+    assert torch.allclose(outputs["bf16"], outputs["fp32"], atol=0.1)
+
+
+def test_the_training_loss_of_bf16_outputs_is_computed_in_fp32():
+    from brainmets.training.losses import detection_loss, segmentation_loss
+
+    logits = torch.randn(2, 3, 8, 8, 8, generator=torch.Generator().manual_seed(0)).bfloat16()
+    target = (torch.rand(2, 3, 8, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    loss = segmentation_loss(logits, [], target, 0.5, None)
+    assert loss.dtype == torch.float32
+    assert torch.equal(loss, segmentation_loss(logits.float(), [], target, 0.5, None))
+    scores = logits[:, 0, 0, 0, :1]
+    assert detection_loss(scores, target[:, 0, 0, 0, :1]).dtype == torch.float32

@@ -7,6 +7,7 @@ import signal
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from brainmets.config import validate_model
 from brainmets.errors import BrainmetsError
@@ -167,3 +168,19 @@ def test_training_runs_channels_last_where_the_network_suits_it(tiny_data, tiny_
     assert Trainer(tiny_config, request(tiny_data, tmp_path / "vae", "vae")).runtime.channels_last is False
     tiny_config["training"]["channels_last"] = False
     assert Trainer(tiny_config, request(tiny_data, tmp_path / "plain")).runtime.channels_last is False
+
+
+def test_precision_auto_trains_the_same_weights_as_fp32_on_the_cpu_and_bf16_others(tiny_data, tiny_config, tmp_path):
+    """``auto`` is plain fp32 on the CPU, as before the setting existed: bitwise the same weights."""
+    trained = {}
+    for precision in ("auto", "fp32", "bf16"):
+        tiny_config["training"].update(device="cpu", precision=precision)
+        trainer = Trainer(tiny_config, request(tiny_data, tmp_path / precision))
+        for t in range(3):
+            trainer.train_step(trainer.sampler.batch(t))
+        trained[precision] = trainer.model.state_dict()
+        runtime = yaml.safe_load((tmp_path / precision / "config.yaml").read_text())["runtime"]
+        assert runtime["precision"] == ("bf16" if precision == "bf16" else "fp32")
+    assert_same_weights(trained["auto"], trained["fp32"])
+    changed = [k for k in trained["fp32"] if not torch.equal(trained["fp32"][k], trained["bf16"][k])]
+    assert changed  # bf16 really ran: its rounding moved the weights

@@ -27,7 +27,8 @@ float rounding (eval mode: no batch statistics), which
 reference.
 
 Devices. :mod:`brainmets.runtime` (shared with training) picks the device and
-the autocast: CUDA when available with bf16, else CPU in plain fp32.
+the precision (``inference.precision``: ``auto`` = bf16 autocast on CUDA, plain
+fp32 on the CPU; ``native_bf16`` also bf16 on a CPU with bf16 instructions).
 ``channels_last_3d`` is used on CUDA for convolutional networks; on CPU it is
 off by default: with the default study's trained networks it made the
 two-stage model slower and the single-pass U-Net no faster beyond noise
@@ -107,6 +108,8 @@ class InferenceSettings:
     device: str
     #: channels_last_3d for convolutional networks: auto (CUDA only), true, false
     channels_last: str | bool
+    #: auto, native_bf16, bf16 or fp32 (brainmets.runtime)
+    precision: str
     #: which weights the workflow predicts with: best (best.pt) or final (model.pt)
     checkpoint: str
 
@@ -124,7 +127,7 @@ class InferenceSettings:
 def inference_runtime(settings: InferenceSettings) -> Runtime:
     """The runtime of ``settings``: channels_last_3d ``auto`` = on CUDA only (see the module docstring)."""
     return Runtime.create(settings.device, settings.channels_last, auto_on_cpu=False, auto_on_cuda=True,
-                          section="inference")
+                          section="inference", precision=settings.precision)
 
 
 @dataclass

@@ -26,7 +26,7 @@ nothing again. In short:
     and each crop is augmented alone (scope crop).
 ``training`` (top level)
     checkpoint_every, val_every, val_max_cases, keep_best,
-    log_every, device, threads, channels_last, prefetch.
+    log_every, device, threads, channels_last, precision, prefetch.
 
 An ``optimizer``/``schedule`` mapping with the task's default name (or none)
 refines the task's defaults; another name starts from that optimiser's or
@@ -156,6 +156,8 @@ class TrainingSettings:
     threads: int | None
     #: "auto", "true" or "false" (the config's auto | true | false)
     channels_last: str
+    #: auto, native_bf16, bf16 or fp32 (brainmets.runtime)
+    precision: str
     prefetch: int
 
     def task(self, name: str) -> TaskSettings:

@@ -132,7 +132,7 @@ class Trainer:
 
         suits = is_convolutional(self.spec) and resolve_arch(request.model, self.spec) not in _NOT_CHANNELS_LAST
         self.runtime = Runtime.create(settings.device, settings.channels_last, auto_on_cpu=suits,
-                                      auto_on_cuda=suits, section="training")
+                                      auto_on_cuda=suits, section="training", precision=settings.precision)
         threads = request.threads or settings.threads
         if threads:
             torch.set_num_threads(int(threads))
@@ -144,7 +144,7 @@ class Trainer:
         validation = ({k: getattr(inference, k) for k in ("overlap", "blend", "threshold", "detector_threshold")}
                       if settings.val_every and val_cases else None)
         self.resolved = _resolved_config(request, self.task, settings, ts, self.spec, self.patch, self.in_channels,
-                                         self.out_channels, used, str(self.runtime.device), threads, validation)
+                                         self.out_channels, used, self.runtime, threads, validation)
         self.fingerprint = _fingerprint(self.resolved, used)
         write_text(self.out_dir / "config.yaml", _yaml(self.resolved))  # creates out_dir (a clear error when it cannot)
 
@@ -431,7 +431,7 @@ def _fingerprint(resolved: Mapping[str, Any], cases: Mapping[str, Sequence[str]]
 
 def _resolved_config(request: RunRequest, task: str, settings: TrainingSettings, task_settings: TaskSettings,
                      spec: Mapping[str, Any], patch: Sequence[int], in_channels: int, out_channels: int,
-                     cases: Mapping[str, Sequence[str]], device: str, threads: int | None,
+                     cases: Mapping[str, Sequence[str]], runtime: Runtime, threads: int | None,
                      validation: Mapping[str, Any] | None) -> dict[str, Any]:
     top = settings.to_dict()
     for name in ("segmentation", "detection"):  # record only the fields the chosen optimiser/schedule use
@@ -458,15 +458,19 @@ def _resolved_config(request: RunRequest, task: str, settings: TrainingSettings,
             task: dataclasses.asdict(task_settings) | {"optimizer": top[task]["optimizer"],
                                                        "schedule": top[task]["schedule"]},
             "augmentation": top["augmentation"],
+            # how the run computes, like the device, lives under runtime (outside the fingerprint): a run
+            # resumes on another device or precision, and runs trained before the setting existed still resume
             **{k: v for k, v in top.items()
-               if k not in ("segmentation", "detection", "augmentation", "device", "threads", "prefetch")},
+               if k not in ("segmentation", "detection", "augmentation", "device", "threads", "prefetch",
+                            "precision")},
         },
         "validation": dict(validation) if validation else None,  # the inference keys validation reads
         "train_on_detected": request.detector is not None,
         "detector": str(request.detector) if request.detector else None,
         "data": {"cache": str(Path(request.cache_dir).resolve()), "splits": str(Path(request.splits).resolve()),
                  "n_train": len(cases["train"]), "n_val": len(cases["val"])},
-        "runtime": {"device": device, "threads": threads, "prefetch": settings.prefetch},
+        "runtime": {"device": str(runtime.device), "precision": runtime.precision, "threads": threads,
+                    "prefetch": settings.prefetch},
     }
 
 
