@@ -35,6 +35,12 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: writes both (and checkpoints.json, keyed the same way, with their iteration and score).
 CHECKPOINT_FILES: dict[str, str] = {"best": "best.pt", "final": "model.pt"}
 
+#: Folders of a seed ensemble's Table 2 rows (``ensembles/<source>/<subset>/<variant>/``): the seeds'
+#: probabilities averaged, the same with mirroring, and that with the postprocessing tuned on val.
+ENSEMBLE_UNMIRRORED = "mean"
+ENSEMBLE_MIRRORED = "mirror"
+ENSEMBLE_POSTPROCESSED = "mirror_pp"
+
 
 def subset_key(modalities: Iterable[str]) -> str:
     """Canonical key of a modality subset: validated, de-duplicated, sorted, '+'-joined."""

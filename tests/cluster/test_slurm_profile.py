@@ -41,8 +41,8 @@ SLURM_RUN_TIMEOUT_S = 540
 LOCAL_RUN_TIMEOUT_S = 360
 
 TRAINING_RULES = {"train_modality", "train_detector", "train_segmentor", "train_baseline"}
-PREDICTION_RULES = {"predict_twostage"}  # single-pass runs predict in their training job
-CPU_RULES = {"synthesise", "index", "preprocess", "preprocess_case", "evaluate_ensemble"}
+PREDICTION_RULES = {"predict_twostage", "ensemble"}  # single-pass runs predict in their training job
+CPU_RULES = {"synthesise", "index", "preprocess", "preprocess_case"}
 
 
 # --------------------------------------------------------------------------- the profile itself

@@ -147,6 +147,7 @@ def workflow_config(path: Path, cohort: Path, **sections) -> Path:
         "modality_study": {"subsets": ["t1c"]},
         "baselines": {"models": []},  # the default's reused 3D-UNET row would need the all-four subset
         "tracking": {"enabled": False},
+        "ensembles": {"enabled": False},  # config.yaml's members are not trained here
         # the 40-step networks predict small specks only, which the default's WT minimum would erase
         "postprocessing": {"min_volume_mm3": {"WT": 0, "TC": 0, "ET": 0}},
         "resources": {"train": {"threads": 1}, "predict": {"threads": 1}, "data": {"threads": 1}},
@@ -168,6 +169,7 @@ def full_config(path: Path, **changes) -> Path:
     config["training"].setdefault("segmentation", {}).update(
         {"iterations": 6, "batch_patients": 2, "crops_per_patient": 1})
     config["tracking"] = {"enabled": False}
+    config["ensembles"]["enabled"] = False
     for key, value in changes.items():
         config[key] = value
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -359,39 +359,36 @@ def test_snakemake_reports_every_bad_case_and_keeps_earlier_results(cohort, tmp_
     assert digests(results / "data") == cases_after_index
 
 
-def test_snakemake_evaluate_with_a_missing_prediction(cohort, tmp_path):
-    """Only the seed ensembles' evaluation rule runs (--allowed-rules): predictions are given, one is then deleted.
-
-    (The study's own runs are evaluated by the job that predicted them: tests/training/test_train_predict.py.)
-    The test-split metrics (another job) stay byte-identical; the val job's outputs are removed by
-    Snakemake before the rerun, which then fails naming the case.
+def test_snakemake_ensemble_with_a_missing_sequence(cohort, trained, tmp_path):
+    """Only the seed ensembles' rule runs (--allowed-rules), on a trained run: it segments, tunes and
+    evaluates in one job. A sequence of a test case then goes missing: the rerun fails naming the case
+    and the file, and Snakemake removes every output of the job (no half-made ensemble rows).
     """
     work = tmp_path / "work"
-    run_dir = work / "results" / "ensembles" / "modality" / "t1c" / "mean"
-    data = work / "results" / "data"
-    data.mkdir(parents=True)
-    cases = sorted(p.name for p in cohort.iterdir())
-    pd.DataFrame({"case": cases, "split": ["train", "train", "val", "val", "test", "test"]}).to_csv(
-        data / "splits.tsv", sep="\t", index=False)
-    for split, members in (("val", cases[2:4]), ("test", cases[4:6])):
-        _predictions_from_ground_truth(cohort, members, run_dir / "predictions" / split)
-    config = workflow_config(tmp_path / "config.yaml", cohort)
-    targets = [f"results/ensembles/modality/t1c/mean/metrics/{s}.tsv" for s in ("val", "test")]
-    first = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "evaluate_ensemble",
-                          *targets)
+    results = work / "results"
+    (results / "data").mkdir(parents=True)
+    shutil.copy2(trained.splits, results / "data" / "splits.tsv")
+    (results / "data" / "preprocessed.done").touch()
+    shutil.copytree(trained.run, results / "modality" / "unet" / "t1c" / "seed0")
+    raw = tmp_path / "raw"
+    shutil.copytree(cohort, raw)
+    config = workflow_config(tmp_path / "config.yaml", raw, ensembles={
+        "enabled": True, "members": {"twostage": None, "modality": "t1c"}, "postprocessing_grid_mm3": [10]})
+    member = results / "ensembles" / "modality" / "t1c"
+    target = str((member / "mirror_pp" / "metrics" / "test.tsv").relative_to(work))
+    first = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "ensemble", target,
+                          timeout=600)
     assert first.returncode == 0, first.stdout
-    test_metrics = digests(run_dir / "metrics")
-    test_metrics = {k: v for k, v in test_metrics.items() if k.startswith("test")}
+    outputs = sorted(str(p.relative_to(member)) for p in member.rglob("*.tsv")) + ["postprocessing.json"]
+    assert len(outputs) == 3 * 2 * 2 + 1 and (member / "postprocessing.json").is_file(), outputs
 
-    missing = run_dir / "predictions" / "val" / f"{cases[3]}.nii.gz"
+    test_case = pd.read_csv(trained.splits, sep="\t").query("split == 'test'")["case"].iloc[0]
+    missing = raw / test_case / f"{test_case}-t1c.nii.gz"
     missing.unlink()
-    # Snakemake sees no change (the predictions folder itself keeps its time stamp): ask for the rerun
-    run = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "evaluate_ensemble",
-                        "--force", targets[0])
-
-    log = work / "results" / "logs" / "ensembles" / "modality" / "t1c" / "mean" / "evaluate_val.log"
-    _assert_failed_rule(run, "evaluate_ensemble", log, cases[3], "prediction missing", "--missing-as-empty",
-                        verb="evaluate")
-    after = {k: v for k, v in digests(run_dir / "metrics").items() if k.startswith("test")}
-    assert after == test_metrics, "the test-split metrics of another job were changed"
-    assert not (run_dir / "metrics" / "val.tsv").exists()  # Snakemake removed the rerun job's stale output
+    # Snakemake sees no change (the raw cases are not inputs of their own): ask for the rerun
+    run = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "ensemble", "--force",
+                        target, timeout=600)
+    log = results / "logs" / "ensembles" / "modality" / "t1c" / "ensemble.log"
+    _assert_failed_rule(run, "ensemble", log, f"{test_case}: t1c missing (expected {missing})")
+    assert not any((member / name).exists() for name in outputs), "a failed ensemble job left outputs"
+    assert not any((member / variant / "predictions").exists() for variant in ("mean", "mirror", "mirror_pp"))

@@ -66,7 +66,8 @@ def report(tmp_path_factory) -> Report:
              "--out-dir", fake.results / verb, cwd=fake.root)
     # the same config for Snakemake, pointed at this results tree; no MLflow store to create
     where = fake.root / "here.yaml"
-    where.write_text(f"results: {fake.results}\ntracking: {{enabled: false}}\n")
+    # (the fake study has no seed ensembles, which config.yaml turns on)
+    where.write_text(f"results: {fake.results}\ntracking: {{enabled: false}}\nensembles: {{enabled: false}}\n")
     html = fake.root / "report.html"
     _run(BIN / "snakemake", "-s", REPO / "Snakefile", "-d", fake.root, "--configfile", fake.config, where,
          "--report", html, cwd=fake.root)

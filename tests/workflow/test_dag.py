@@ -31,7 +31,10 @@ def test_default_config_expands_the_whole_study(snakemake):
     # predict_twostage: no job evaluates on its own
     assert "predict" not in jobs
     assert jobs["predict_twostage"] == 6
-    assert "evaluate" not in jobs and "evaluate_ensemble" not in jobs
+    assert "evaluate" not in jobs
+    # the seed ensembles (the two-stage model of the selected subset, the U-Net on all four sequences):
+    # one job each segments, tunes the postprocessing, and evaluates its three Table 2 rows
+    assert jobs["ensemble"] == 2
     for once in ("synthesise", "index", "split", "preprocess", "select_subset", "tables", "figures"):
         assert jobs[once] == 1, once
     # a dry-run writes no results
@@ -123,6 +126,7 @@ def test_reduced_study_and_override(snakemake, tmp_path):
         "baselines": {"models": []},
         "selection": {"override": "t1c+t2f"},
         "tracking": {"enabled": False},
+        "ensembles": {"enabled": False},  # config.yaml's U-Net ensemble needs the all-four subset
     }))
     run = snakemake("-n", "--configfile", str(override))
     assert run.returncode == 0, run.output
@@ -141,7 +145,8 @@ def test_reduced_study_and_override(snakemake, tmp_path):
 def test_segmentor_waits_for_the_detector_only_when_it_trains_on_detected_crops(snakemake, tmp_path, on):
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"twostage": {"subsets": ["all"], "train_on_detected": on},
-                                        "seeds": [0], "tracking": {"enabled": False}}))
+                                        "seeds": [0], "tracking": {"enabled": False},
+                                        "ensembles": {"enabled": False}}))
     run = snakemake("-n", "--configfile", str(override), "--forceall")
     assert run.returncode == 0, run.output
     inputs = run.output.split("rule train_segmentor:")[1].split("input: ")[1].split("\n")[0]
@@ -152,12 +157,12 @@ def test_segmentor_waits_for_the_detector_only_when_it_trains_on_detected_crops(
 def test_prediction_reads_the_chosen_checkpoint(snakemake, tmp_path, choice, weights):
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"inference": {"checkpoint": choice}, "seeds": [0],
-                                        "ensembles": {"enabled": True}, "tracking": {"enabled": False}}))
+                                        "tracking": {"enabled": False}}))
     run = snakemake("-n", "--printshellcmds", "--configfile", str(override), "--forceall")
     assert run.returncode == 0, run.output
     other = ({"best.pt", "model.pt"} - {weights}).pop()
-    # the ensembles' `brainmets segment` gets the same choice through --config (tests/segment)
-    for rule in ("predict_twostage", "segment_ensemble"):
+    # the ensembles' `brainmets ensemble` gets the same choice through --config (tests/segment)
+    for rule in ("predict_twostage", "ensemble"):
         block = run.output.split(f"rule {rule}:")[1].split("\n\n")[0]
         inputs = block.split("input: ")[1].split("\n")[0]
         assert f"seed0/{weights}" in inputs and f"seed0/{other}" not in inputs
@@ -173,8 +178,10 @@ def test_prediction_reads_the_chosen_checkpoint(snakemake, tmp_path, choice, wei
         assert "--predict" not in command and "--evaluate-gt" not in command, command
     command = run.output.split("rule predict_twostage:")[1].split("brainmets predict ")[1].split("\n")[0]
     assert "--evaluate-gt results/synthetic" in command, command
-    # the seed ensembles are the only predictions evaluated by a job of their own
-    assert "rule evaluate_ensemble:" in run.output and "rule evaluate:" not in run.output
+    # so does the seed ensembles' job, which also tunes and applies the postprocessing: no job evaluates alone
+    command = run.output.split("rule ensemble:")[1].split("brainmets ensemble ")[1].split("\n")[0]
+    assert command.startswith("results/synthetic ") and "--config results/config.resolved.yaml" in command, command
+    assert "rule evaluate:" not in run.output and "rule evaluate_ensemble:" not in run.output
 
 
 @pytest.mark.parametrize(

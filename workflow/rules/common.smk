@@ -427,7 +427,7 @@ def ensemble_runs(source, subset):
 
 
 def get_ensemble_inputs(wildcards):
-    """A seed ensemble's trained runs, the split table, the cohort (raw cases) and the cache (the run cards')."""
+    """A seed ensemble's trained runs, the split table, the cohort (raw cases, ground truth) and the cache (the run cards')."""
     inputs = {**ensemble_runs(wildcards.source, wildcards.subset), "splits": SPLITS_TSV, "cache": CACHE_DONE}
     if SYNTHETIC:
         inputs["cohort"] = SYNTH_DONE
@@ -442,8 +442,16 @@ def ensemble_model_args(wildcards, input):
     return args
 
 
-def mirror_arg(wildcards):
-    return "--mirror" if wildcards.variant == "mirror" else "--no-mirror"
+def ensemble_outputs(base):
+    """Outputs of one seed ensemble's job under ``base`` (ensembles/<source>/<subset>): each variant's
+    predictions and metrics, and the postprocessing decision."""
+    outputs = {variant: directory(f"{base}/{variant}/predictions") for variant in ENSEMBLE_VARIANTS}
+    outputs["decision"] = f"{base}/postprocessing.json"
+    for variant in ENSEMBLE_VARIANTS:
+        for split in EVAL_SPLITS:
+            outputs[f"{variant}_{split}"] = f"{base}/{variant}/metrics/{split}.tsv"
+            outputs[f"{variant}_{split}_lesions"] = f"{base}/{variant}/metrics/{split}_lesions.tsv"
+    return outputs
 
 
 def ensemble_metrics():

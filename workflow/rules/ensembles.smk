@@ -2,9 +2,11 @@
 # segmentation of an external folder with the selected model.
 #
 # Per member of ensembles.members (the two-stage model of a subset, the modality
-# study's network of a subset), all seeds, in ensembles/<source>/<subset>/:
-#   mean/       `brainmets segment` on the raw val + test cases, seeds' probabilities averaged
-#   mirror/     the same with mirroring (the 8 mirror images averaged)
+# study's network of a subset), all seeds, one job (`brainmets ensemble`) writes
+# ensembles/<source>/<subset>/:
+#   mean/       the raw val + test cases segmented as new patients are, seeds' probabilities averaged
+#   mirror/     the same with mirroring (the 8 mirror images averaged; mean/ is their identity
+#               image, so both come from the same passes)
 #   mirror_pp/  mirror/ with small components removed; the minimum volumes
 #               (postprocessing.json) are chosen on mirror/'s VALIDATION predictions only
 # each evaluated like every run (metrics/<split>.tsv), read by the tables rule.
@@ -18,23 +20,21 @@
 
 wildcard_constraints:
     source="|".join(ENSEMBLE_SOURCES),
-    variant="|".join(ENSEMBLE_VARIANTS),
 
 
-rule segment_ensemble:
-    """Predict val and test with a seed ensemble, through `brainmets segment` (raw cases in, as for new patients)."""
+rule ensemble:
+    """Segment val and test with a seed ensemble without and with mirroring, tune the postprocessing on val, apply it, evaluate all."""
     input:
         unpack(get_ensemble_inputs),
     output:
-        directory(f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/{{variant}}/predictions"),
-    wildcard_constraints:
-        variant="mean|mirror",
+        **ensemble_outputs(f"{ENSEMBLES_DIR}/{{source}}/{{subset}}"),
     params:
         config=resolved_config,
         cohort=COHORT_ROOT,
         models=ensemble_model_args,
-        mirror=mirror_arg,
         splits=EVAL_SPLITS,
+        grid=config["ensembles"]["postprocessing_grid_mm3"],
+        out=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}",
     threads: RES["predict"]["threads"]
     resources:
         mem_mb=RES["predict"]["mem_mb"],
@@ -43,87 +43,13 @@ rule segment_ensemble:
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/{ENSEMBLES}/{{source}}/{{subset}}/{{variant}}/segment.log",
+        f"{LOGS}/{ENSEMBLES}/{{source}}/{{subset}}/ensemble.log",
     benchmark:
-        f"{BENCHMARKS}/{ENSEMBLES}/{{source}}/{{subset}}/{{variant}}/segment.tsv"
+        f"{BENCHMARKS}/{ENSEMBLES}/{{source}}/{{subset}}/ensemble.tsv"
     shell:
-        "brainmets segment {params.cohort} {params.models} --splits {input.splits} --split {params.splits} "
-        "--out {output} {params.mirror} --no-postprocessing --config {params.config} --no-progress > {log} 2>&1"
-
-
-rule tune_postprocessing:
-    """Minimum component volume per region maximising lesion-wise Dice on the VALIDATION split (decision JSON)."""
-    input:
-        predictions=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/mirror/predictions",
-        splits=SPLITS_TSV,
-    output:
-        f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/postprocessing.json",
-    params:
-        gt_dir=COHORT_ROOT,
-        grid=config["ensembles"]["postprocessing_grid_mm3"],
-    threads: RES["evaluate"]["threads"]
-    resources:
-        mem_mb=RES["evaluate"]["mem_mb"],
-        runtime=RES["evaluate"]["runtime"],
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/{ENSEMBLES}/{{source}}/{{subset}}/tune_postprocessing.log",
-    benchmark:
-        f"{BENCHMARKS}/{ENSEMBLES}/{{source}}/{{subset}}/tune_postprocessing.tsv"
-    shell:
-        "brainmets postprocess tune --pred-dir {input.predictions}/val --gt-dir {params.gt_dir} "
-        "--splits {input.splits} --split val --grid {params.grid} --out {output} > {log} 2>&1"
-
-
-rule postprocess_ensemble:
-    """The mirrored ensemble's val and test predictions with the tuned postprocessing."""
-    input:
-        predictions=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/mirror/predictions",
-        decision=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/postprocessing.json",
-    output:
-        directory(f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/mirror_pp/predictions"),
-    params:
-        splits=EVAL_SPLITS,
-    threads: RES["evaluate"]["threads"]
-    resources:
-        mem_mb=RES["evaluate"]["mem_mb"],
-        runtime=RES["evaluate"]["runtime"],
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/{ENSEMBLES}/{{source}}/{{subset}}/mirror_pp/postprocess.log",
-    benchmark:
-        f"{BENCHMARKS}/{ENSEMBLES}/{{source}}/{{subset}}/mirror_pp/postprocess.tsv"
-    shell:
-        "brainmets postprocess apply --decision {input.decision} --in-dir {input.predictions} "
-        "--out-dir {output} --subdirs {params.splits} > {log} 2>&1"
-
-
-rule evaluate_ensemble:
-    """Legacy and lesion-wise metrics of one ensemble variant on one split, against the untouched ground truth."""
-    input:
-        predictions=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/{{variant}}/predictions",
-        splits=SPLITS_TSV,
-    output:
-        metrics=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/{{variant}}/metrics/{{split}}.tsv",
-        lesions=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}/{{variant}}/metrics/{{split}}_lesions.tsv",
-    params:
-        gt_dir=COHORT_ROOT,
-    threads: RES["evaluate"]["threads"]
-    resources:
-        mem_mb=RES["evaluate"]["mem_mb"],
-        runtime=RES["evaluate"]["runtime"],
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/{ENSEMBLES}/{{source}}/{{subset}}/{{variant}}/evaluate_{{split}}.log",
-    benchmark:
-        f"{BENCHMARKS}/{ENSEMBLES}/{{source}}/{{subset}}/{{variant}}/evaluate_{{split}}.tsv"
-    shell:
-        "brainmets evaluate --pred-dir {input.predictions}/{wildcards.split} --gt-dir {params.gt_dir} "
-        "--out {output.metrics} --lesions-out {output.lesions} --cases-from {input.splits} "
-        "--split {wildcards.split} --workers {threads} > {log} 2>&1"
+        "brainmets ensemble {params.cohort} {params.models} --splits {input.splits} --split {params.splits} "
+        "--grid {params.grid} --out {params.out} --config {params.config} --workers {threads} "
+        "--no-progress > {log} 2>&1"
 
 
 rule segment_external:

@@ -25,7 +25,7 @@ from brainmets.errors import BrainmetsError
 # Order in `brainmets --help`: the order of the pipeline.
 _ORDER = [
     "synth", "index", "split", "preprocess", "train", "predict", "evaluate",
-    "select", "tables", "figures", "card", "segment", "postprocess", "tracking",
+    "select", "tables", "figures", "card", "segment", "postprocess", "ensemble", "tracking",
 ]
 
 

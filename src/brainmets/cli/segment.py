@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from brainmets.errors import BrainmetsError
     from brainmets.inference import InferenceSettings
-    from brainmets.inference.segment import explicit_case, find_cases, load_model, segment
+    from brainmets.inference.segment import cases_of_splits, explicit_case, find_cases, load_model, segment
 
     files = {modality: getattr(args, modality) for modality in MODALITIES}
     explicit = any(path is not None for path in files.values())
@@ -94,16 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if args.splits is None:
         jobs = {args.out: cases}
     else:
-        from brainmets.data.splits import cases_in_split
-
-        jobs = {}
-        for split in dict.fromkeys(args.split):
-            wanted = cases_in_split(args.splits, split)
-            absent = [c for c in wanted if c not in cases]
-            if absent:
-                raise BrainmetsError(f"{len(absent)} {split} case(s) of {args.splits} not found in "
-                                     f"{args.input}: {', '.join(absent[:5])}")
-            jobs[args.out / split] = {c: cases[c] for c in wanted}
+        jobs = {args.out / split: selected
+                for split, selected in cases_of_splits(cases, args.splits, args.split, args.input).items()}
     for out, selected in jobs.items():
         written = segment(selected, model, out, uncertainty=args.uncertainty,
                           source=args.input or "", progress=not args.no_progress)

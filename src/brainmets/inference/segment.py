@@ -120,6 +120,22 @@ def explicit_case(files: Mapping[str, str | Path | None], case: str | None = Non
     return {case: given}
 
 
+def cases_of_splits(cases: Mapping[str, Mapping[str, Path]], splits_table: str | Path, splits: Sequence[str],
+                    source: str | Path) -> dict[str, dict[str, Mapping[str, Path]]]:
+    """``{split: {case: files}}``: the cases of each split of ``splits_table`` (case, split), all found in ``source``."""
+    from brainmets.data.splits import cases_in_split
+
+    selected = {}
+    for split in dict.fromkeys(splits):
+        wanted = cases_in_split(splits_table, split)
+        absent = [c for c in wanted if c not in cases]
+        if absent:
+            raise BrainmetsError(f"{len(absent)} {split} case(s) of {splits_table} not found in "
+                                 f"{source}: {', '.join(absent[:5])}")
+        selected[split] = {c: cases[c] for c in wanted}
+    return selected
+
+
 def check_inputs(cases: Mapping[str, Mapping[str, Path]], channels: Sequence[str], source: str | Path) -> None:
     """Every case has every sequence the model needs: else one error listing each missing file."""
     from brainmets.data.layout import _misnamed_hint
@@ -288,8 +304,14 @@ class CaseSegmentation:
         return self.member_probabilities.std(axis=0).astype(np.float32)
 
 
-def member_probabilities(member: Member, volume: Any, model: SegmentationModel) -> Any:
-    """A member's WT/TC/ET probabilities on the cache grid, averaged over mirror images when mirroring."""
+def member_passes(member: Member, volume: Any, model: SegmentationModel) -> dict[bool, Any]:
+    """A member's WT/TC/ET probabilities on the cache grid: ``{False: plain}`` and, with mirroring,
+    ``{True: the 8 mirror images averaged}``.
+
+    The plain prediction is the mirror average's identity image, so both come from one set of
+    passes; the average adds the flipped images to a copy of it in the order of ``_MIRROR_AXES``,
+    the same floats as when the plain prediction is not kept.
+    """
     import torch
 
     from brainmets.inference.engine import predict_single_pass, predict_two_stage
@@ -301,34 +323,55 @@ def member_probabilities(member: Member, volume: Any, model: SegmentationModel) 
                                  model.runtime).probabilities
 
     with torch.inference_mode():
-        total = run(volume)
+        plain = run(volume)
+        passes = {False: plain}
         if model.mirror:
+            total = plain.clone()
             for dims in _MIRROR_AXES:
                 total += torch.flip(run(torch.flip(volume, dims)), dims)
             total /= 1 + len(_MIRROR_AXES)
-    return total
+            passes[True] = total
+    return passes
+
+
+def member_probabilities(member: Member, volume: Any, model: SegmentationModel) -> Any:
+    """A member's WT/TC/ET probabilities on the cache grid, averaged over mirror images when mirroring."""
+    return member_passes(member, volume, model)[model.mirror]
 
 
 def segment_case(case: str, files: Mapping[str, Path], model: SegmentationModel) -> CaseSegmentation:
     """Preprocess one case in memory, run every member, return labels and probabilities on its grid."""
+    return segment_case_variants(case, files, model, (model.mirror,))[model.mirror]
+
+
+def segment_case_variants(case: str, files: Mapping[str, Path], model: SegmentationModel,
+                          mirrors: Sequence[bool] = (False, True)) -> dict[bool, CaseSegmentation]:
+    """:func:`segment_case` without and/or with mirroring (``mirrors``) from one set of passes
+    (:func:`member_passes`): ``{mirror: result}``; with mirroring needs a model that mirrors."""
     import torch
 
     from brainmets.data.preprocess import preprocess_unlabelled, probabilities_to_original_grid
     from brainmets.inference.labels import regions_to_labels
 
+    if True in mirrors and not model.mirror:
+        raise BrainmetsError("a segmentation with mirroring needs a model loaded with mirror=True")
     image, meta = preprocess_unlabelled(case, files, model.spacing)
     volume = torch.from_numpy(image)
-    members = np.stack([
-        probabilities_to_original_grid(member_probabilities(member, volume, model).numpy(), meta, fill=0.0)[0]
-        for member in model.members
-    ])
-    probabilities = members.mean(axis=0, dtype=np.float64).astype(np.float32)
-    labels = regions_to_labels(probabilities, model.settings.threshold, model.settings.label_export)
-    if model.postprocessing is not None:
-        from brainmets.inference.postprocess import remove_small_components
+    passes = [member_passes(member, volume, model) for member in model.members]
+    results = {}
+    for mirror in mirrors:
+        members = np.stack([
+            probabilities_to_original_grid(member[mirror].numpy(), meta, fill=0.0)[0] for member in passes
+        ])
+        probabilities = members.mean(axis=0, dtype=np.float64).astype(np.float32)
+        labels = regions_to_labels(probabilities, model.settings.threshold, model.settings.label_export)
+        if model.postprocessing is not None:
+            from brainmets.inference.postprocess import remove_small_components
 
-        labels = remove_small_components(labels, model.postprocessing["min_volume_mm3"], meta["original_spacing"])
-    return CaseSegmentation(case, labels, probabilities, members, meta)
+            labels = remove_small_components(labels, model.postprocessing["min_volume_mm3"],
+                                             meta["original_spacing"])
+        results[mirror] = CaseSegmentation(case, labels, probabilities, members, meta)
+    return results
 
 
 # --------------------------------------------------------------------------- outputs
@@ -387,8 +430,13 @@ def segment(
     uncertainty: bool = False,
     source: str | Path = "",
     progress: bool = True,
+    unmirrored_dir: str | Path | None = None,
 ) -> list[Path]:
-    """Segment ``cases`` (from :func:`find_cases` / :func:`explicit_case`) into ``out_dir``; returns the label files."""
+    """Segment ``cases`` (from :func:`find_cases` / :func:`explicit_case`) into ``out_dir``; returns the label files.
+
+    ``unmirrored_dir`` (a model that mirrors): also write the segmentation without mirroring there,
+    from the same passes (:func:`segment_case_variants`), what ``mirror=False`` would write.
+    """
     from tqdm.auto import tqdm
 
     from brainmets.data.preprocess import write_original_label_nifti
@@ -396,29 +444,38 @@ def segment(
     if uncertainty and len(model.members) < 2:
         raise BrainmetsError("an uncertainty map is the spread of an ensemble's members: give several runs")
     check_inputs(cases, model.channels, source)
-    out_dir = Path(out_dir)
+    outs = {model.mirror: Path(out_dir)}
+    if unmirrored_dir is not None:
+        if not model.mirror or Path(unmirrored_dir).resolve() == Path(out_dir).resolve():
+            raise BrainmetsError("the segmentation without mirroring goes beside one with mirroring: a model "
+                                 "that mirrors, and another output folder")
+        outs[False] = Path(unmirrored_dir)
     collisions = [case for case in cases if case in (Path(COLOUR_TABLE).stem, Path(CARD_NAME).stem)]
     if collisions:
         raise BrainmetsError(f"case name(s) {', '.join(collisions)} would collide with the outputs' own files")
     log.info("segmenting %d case(s) into %s with %s; mirroring %s; postprocessing %s; device %s", len(cases),
-             out_dir, describe(model.card), "on" if model.mirror else "off",
+             " and ".join(map(str, outs.values())), describe(model.card),
+             " and ".join("on" if mirror else "off" for mirror in outs),
              "off" if model.postprocessing is None else model.postprocessing["min_volume_mm3"],
              model.runtime.device)
     unused = sorted({m for files in cases.values() for m in files} - set(model.channels))
     if unused:
         log.info("sequences %s are read for the brain mask only (the model does not use them)", ", ".join(unused))
     written = []
-    with _staging(out_dir) as staging:
+    with contextlib.ExitStack() as stack:
+        staging = {mirror: stack.enter_context(_staging(out)) for mirror, out in outs.items()}
         for case, files in tqdm(cases.items(), desc="segment", unit="case", disable=not progress):
-            result = segment_case(case, files, model)
-            write_original_label_nifti(result.labels, result.meta, label_path(staging, case))
-            if uncertainty:
-                write_uncertainty_nifti(result.uncertainty, result.meta, uncertainty_path(staging, case))
-            counts = np.bincount(result.labels.ravel(), minlength=4)
-            log.info("%s: %s", case, ", ".join(f"{LABELS[v]} {int(counts[v])} voxels" for v in sorted(LABELS)))
+            for mirror, result in segment_case_variants(case, files, model, tuple(outs)).items():
+                write_original_label_nifti(result.labels, result.meta, label_path(staging[mirror], case))
+                if uncertainty:
+                    write_uncertainty_nifti(result.uncertainty, result.meta, uncertainty_path(staging[mirror], case))
+                counts = np.bincount(result.labels.ravel(), minlength=4)
+                log.info("%s%s: %s", case, "" if len(outs) == 1 else f" (mirroring {'on' if mirror else 'off'})",
+                         ", ".join(f"{LABELS[v]} {int(counts[v])} voxels" for v in sorted(LABELS)))
             written.append(label_path(out_dir, case))
-        write_json(staging / CARD_NAME, model.card)
-        write_text(staging / COLOUR_TABLE, colour_table())
+        for mirror, folder in staging.items():
+            write_json(folder / CARD_NAME, {**model.card, "inference": {**model.card["inference"], "mirror": mirror}})
+            write_text(folder / COLOUR_TABLE, colour_table())
     return written
 
 
@@ -427,15 +484,18 @@ __all__ = [
     "CaseSegmentation",
     "Member",
     "SegmentationModel",
+    "cases_of_splits",
     "check_inputs",
     "colour_table",
     "explicit_case",
     "find_cases",
     "label_path",
     "load_model",
+    "member_passes",
     "member_probabilities",
     "segment",
     "segment_case",
+    "segment_case_variants",
     "uncertainty_path",
     "write_uncertainty_nifti",
 ]

@@ -19,7 +19,15 @@ from typing import Any
 
 import pandas as pd
 
-from brainmets.constants import ALL_FOUR, SELECTED, canonical_subset, subset_label
+from brainmets.constants import (
+    ALL_FOUR,
+    ENSEMBLE_MIRRORED,
+    ENSEMBLE_POSTPROCESSED,
+    ENSEMBLE_UNMIRRORED,
+    SELECTED,
+    canonical_subset,
+    subset_label,
+)
 from brainmets.decision import selected_subset, selection_path
 from brainmets.errors import BrainmetsError
 from brainmets.io import read_json, read_table
@@ -46,9 +54,9 @@ ENSEMBLES = "ensembles"
 ENSEMBLE_SOURCES = ("twostage", "modality")
 #: Ensemble rows per source: seeds averaged; + mirroring (8 mirror images); + the tuned postprocessing.
 ENSEMBLE_VARIANTS: dict[str, str] = {
-    "mean": "seed ensemble",
-    "mirror": "seed ensemble + mirroring",
-    "mirror_pp": "seed ensemble + mirroring + postprocessing",
+    ENSEMBLE_UNMIRRORED: "seed ensemble",
+    ENSEMBLE_MIRRORED: "seed ensemble + mirroring",
+    ENSEMBLE_POSTPROCESSED: "seed ensemble + mirroring + postprocessing",
 }
 #: Model directory of the two-stage model's combined predictions and metrics
 #: (``twostage/combined/<subset>/seed<k>/``), beside its ``detector/`` and ``segmentor/``.
