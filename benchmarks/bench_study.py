@@ -20,7 +20,7 @@ seconds the runs measured and the rest, ``overhead = wall - compute``: start-up
 cache, MLflow, writing files and, since the jobs that predict also evaluate
 (``--evaluate-gt``), the evaluation of their predictions (shown as "-" for jobs
 that keep no clock of their own: data, reporting, the seed ensembles'
-``evaluate_ensemble``, and the ``evaluate`` jobs of a study run before that
+``ensemble`` jobs, and the ``evaluate`` jobs of a study run before that
 change, which a ``--compare`` may still list). ``snakemake + other`` is
 the command's CPU time minus the jobs' CPU time: Snakemake's scheduler and
 DAG updates, the tracking hooks, and the CPU Snakemake's benchmark misses

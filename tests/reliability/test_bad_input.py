@@ -376,7 +376,8 @@ def test_snakemake_ensemble_with_a_missing_sequence(cohort, trained, tmp_path):
         "enabled": True, "members": {"twostage": None, "modality": "t1c"}, "postprocessing_grid_mm3": [10]})
     member = results / "ensembles" / "modality" / "t1c"
     target = str((member / "mirror_pp" / "metrics" / "test.tsv").relative_to(work))
-    first = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "ensemble", target,
+    # the target before --allowed-rules, which would take it for a rule name
+    first = run_snakemake(work, "--configfile", config, "--cores", "1", target, "--allowed-rules", "ensemble",
                           timeout=600)
     assert first.returncode == 0, first.stdout
     outputs = sorted(str(p.relative_to(member)) for p in member.rglob("*.tsv")) + ["postprocessing.json"]
@@ -386,8 +387,8 @@ def test_snakemake_ensemble_with_a_missing_sequence(cohort, trained, tmp_path):
     missing = raw / test_case / f"{test_case}-t1c.nii.gz"
     missing.unlink()
     # Snakemake sees no change (the raw cases are not inputs of their own): ask for the rerun
-    run = run_snakemake(work, "--configfile", config, "--cores", "1", "--allowed-rules", "ensemble", "--force",
-                        target, timeout=600)
+    run = run_snakemake(work, "--configfile", config, "--cores", "1", "--force", target, "--allowed-rules",
+                        "ensemble", timeout=600)
     log = results / "logs" / "ensembles" / "modality" / "t1c" / "ensemble.log"
     _assert_failed_rule(run, "ensemble", log, f"{test_case}: t1c missing (expected {missing})")
     assert not any((member / name).exists() for name in outputs), "a failed ensemble job left outputs"

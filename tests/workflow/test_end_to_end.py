@@ -95,7 +95,7 @@ def test_reduced_study_runs_end_to_end(snakemake):
 
     # every job left a log and a benchmark at the mirrored path
     for job in ["modality/unet/t1c/seed0/train", "twostage/combined/selected/seed0/predict",
-                "ensembles/modality/t1c/mirror_pp/evaluate_test", "data/index", "tables"]:
+                "ensembles/modality/t1c/ensemble", "data/index", "tables"]:
         assert (results / "logs" / f"{job}.log").is_file(), job
         assert (results / "benchmarks" / f"{job}.tsv").is_file(), job
 
@@ -124,6 +124,7 @@ def test_reduced_study_runs_end_to_end(snakemake):
     jobs = changed.job_counts()
     assert jobs["train_modality"] == 2 and jobs["train_baseline"] == 1, jobs
     assert jobs["predict_twostage"] == 2 and "evaluate" not in jobs and "predict" not in jobs
+    assert jobs["ensemble"] == 2, jobs  # one job per seed ensemble: segments, tunes and evaluates
     assert jobs["select_subset"] == 1 and jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1
     assert "synthesise" not in jobs and "preprocess" not in jobs
 

@@ -20,7 +20,8 @@ Per case:
    :func:`~brainmets.inference.engine.predict_two_stage`); with mirroring
    (test-time augmentation) it also predicts the 7 mirror images of the
    volume (every combination of flipped axes), flips each result back and
-   averages the 8;
+   averages the 8 (the unflipped one is the plain prediction, so
+   ``segment(..., unmirrored_dir=...)`` writes both from the same passes);
 3. each member's probabilities go back to the case's original grid
    (:func:`~brainmets.data.preprocess.probabilities_to_original_grid`), where
    they are averaged over members and thresholded into labels
