@@ -9,6 +9,7 @@ and a changed setting reruns exactly the jobs that depend on it.
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -111,6 +112,21 @@ def test_reduced_study_runs_end_to_end(snakemake):
     again = snakemake("--configfile", str(REDUCED), "-n")
     assert again.returncode == 0, again.output
     assert "Nothing to be done" in again.output, again.output
+
+    # new patients (no -seg files) segmented with the two-stage ensemble, its tuned postprocessing applied
+    external = snakemake.workdir / "new_cases"
+    case = splits.loc[splits["split"] == "test", "case"].iloc[0]
+    shutil.copytree(results / "synthetic" / case, external / case)
+    (external / case / f"{case}-seg.nii.gz").unlink()
+    segmented = snakemake("--configfile", str(REDUCED), "--cores", "2", "segment_external",
+                          "--config", f"external={external}", timeout=600)
+    assert segmented.returncode == 0, segmented.output
+    out = results / "external" / "new_cases"
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{case}.nii.gz", "model.json", "brats_labels.ctbl"])
+    card = json.loads((out / "model.json").read_text())
+    tuned = json.loads((results / "ensembles" / "twostage" / "selected" / "postprocessing.json").read_text())
+    assert card["kind"] == "two_stage" and card["inference"]["mirror"] is True  # reduced.yaml: one seed
+    assert card["postprocessing"]["min_volume_mm3"] == tuned["min_volume_mm3"]
 
     # a changed inference setting re-predicts, re-evaluates and re-reports; it retrains only what
     # depends on the re-made subset decision (the two-stage model on `selected`); the single-pass runs

@@ -416,7 +416,7 @@ EXTERNAL = config["external"]
 
 def ensemble_runs(source, subset):
     """``{"models": [...], "detectors": [...]}``: the weights inference.checkpoint names (as for predict)
-    of every seed of one ensemble's runs; `brainmets segment` reads the same file through --config."""
+    of every seed of one ensemble's runs; `brainmets ensemble` / `segment` read the same file through --config."""
     if source == "twostage":
         return {
             "models": expand(f"{RESULTS}/twostage/segmentor/{subset}/seed{{seed}}/{PREDICT_WEIGHTS}", seed=SEEDS),
@@ -427,7 +427,8 @@ def ensemble_runs(source, subset):
 
 
 def get_ensemble_inputs(wildcards):
-    """A seed ensemble's trained runs, the split table, the cohort (raw cases, ground truth) and the cache (the run cards')."""
+    """A seed ensemble's trained runs, the split table, the cohort (raw cases and ground truth) and the cache
+    (the run cards')."""
     inputs = {**ensemble_runs(wildcards.source, wildcards.subset), "splits": SPLITS_TSV, "cache": CACHE_DONE}
     if SYNTHETIC:
         inputs["cohort"] = SYNTH_DONE
@@ -435,7 +436,7 @@ def get_ensemble_inputs(wildcards):
 
 
 def ensemble_model_args(wildcards, input):
-    """`--model RUN...` (and `--detector RUN...`) of `brainmets segment`: the run directories of the weights inputs."""
+    """`--model RUN...` (and `--detector RUN...`) of `brainmets ensemble` / `segment`: the weights' run directories."""
     args = "--model " + " ".join(str(Path(p).parent) for p in input.models)
     if "detectors" in input.keys():
         args += " --detector " + " ".join(str(Path(p).parent) for p in input.detectors)

@@ -23,7 +23,7 @@ wildcard_constraints:
 
 
 rule ensemble:
-    """Segment val and test with a seed ensemble without and with mirroring, tune the postprocessing on val, apply it, evaluate all."""
+    """A seed ensemble on val and test without and with mirroring; postprocessing tuned on val; all evaluated."""
     input:
         unpack(get_ensemble_inputs),
     output:
@@ -35,6 +35,8 @@ rule ensemble:
         splits=EVAL_SPLITS,
         grid=config["ensembles"]["postprocessing_grid_mm3"],
         out=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}",
+        # read through --config: a changed setting reruns the job (as predict_twostage)
+        inference=config["inference"],
     threads: RES["predict"]["threads"]
     resources:
         mem_mb=RES["predict"]["mem_mb"],

@@ -123,7 +123,7 @@ def explicit_case(files: Mapping[str, str | Path | None], case: str | None = Non
 
 def cases_of_splits(cases: Mapping[str, Mapping[str, Path]], splits_table: str | Path, splits: Sequence[str],
                     source: str | Path) -> dict[str, dict[str, Mapping[str, Path]]]:
-    """``{split: {case: files}}``: the cases of each split of ``splits_table`` (case, split), all found in ``source``."""
+    """``{split: {case: files}}``: the cases of each split of ``splits_table`` (case, split), all in ``source``."""
     from brainmets.data.splits import cases_in_split
 
     selected = {}
