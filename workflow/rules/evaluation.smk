@@ -15,28 +15,16 @@ rule predict_twostage:
     evaluation fails the job.
     """
     input:
-        model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
-        detector=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
+        model=job_paths("twostage/segmentor/{subset}", PREDICT_WEIGHTS),
+        detector=job_paths("twostage/detector/{subset}", PREDICT_WEIGHTS),
         cache=CACHE_DONE,
         splits=SPLITS_TSV,
     output:
-        predictions=directory(f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predictions"),
-        inference=expand(
-            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        metrics=expand(
-            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        lesions=expand(
-            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}_lesions.tsv",
-            split=EVAL_SPLITS,
-        ),
+        **prediction_outputs(f"twostage/{TWOSTAGE_COMBINED}/{{subset}}"),
     params:
         config=resolved_config,
         cache=cache_dir,
-        out_dir=out_dir,
+        out_dir=predict_out_dirs,
         splits=EVAL_SPLITS,
         gt_dir=COHORT_ROOT,
         inference=config["inference"],
@@ -49,9 +37,9 @@ rule predict_twostage:
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.log",
+        job_log(f"twostage/{TWOSTAGE_COMBINED}/{{subset}}", "predict.log"),
     benchmark:
-        f"{BENCHMARKS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.tsv"
+        job_benchmark(f"twostage/{TWOSTAGE_COMBINED}/{{subset}}", "predict.tsv")
     shell:
         "brainmets predict --config {params.config} --model {input.model} --detector {input.detector} "
         "--cache {params.cache} --splits {input.splits} --split {params.splits} "
