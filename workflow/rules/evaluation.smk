@@ -2,12 +2,15 @@
 # together). The single-pass models are predicted and evaluated by their
 # training jobs, the seed ensembles in ensembles.smk.
 #
-# Job granularity: one job per two-stage run covers both splits and their
-# evaluation (torch + MONAI are imported once, ~5 s CPU; no job per split).
+# Job granularity: one job covers both splits and their evaluation (torch +
+# MONAI are imported once, ~5 s CPU; no job per split), for every seed of a
+# subset with seeds_per_job: all, for one seed with 1.
 
 
 rule predict_twostage:
     """Predict val and test with the two-stage model (the segmentor only on windows the detector keeps), then evaluate them.
+
+    Each seed's segmentor with the same seed's detector, into twostage/combined/<subset>/seed<k>/.
 
     Reads the weights inference.checkpoint names (best.pt or model.pt, both written by training), so
     changing that choice re-runs prediction and what follows, never training. The metrics are
