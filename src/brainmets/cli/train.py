@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         if _train_recorded(run, config, record) == EXIT_RESUME:
             later = [str(later_run.seed) for later_run in runs[index + 1:]]
             if later:
-                print(f"not started: seed {', '.join(later)} (after the stopped run, by the same command)")
+                print(f"not started: seed {', '.join(later)} (the same command again trains them after "
+                      "resuming the stopped run)")
             return EXIT_RESUME
     return 0
 
@@ -110,9 +111,9 @@ def _runs(args: argparse.Namespace) -> list[argparse.Namespace]:
     """One namespace per run (``seed``, ``out_dir``, ``detector`` single values), the lists zipped."""
     from brainmets.cli import zipped
 
+    runs = zipped("--seed", ("seed", "out_dir"), seed=args.seed, out_dir=args.out_dir, detector=args.detector)
     return [argparse.Namespace(**{**vars(args), "seed": seed, "out_dir": out_dir, "detector": detector})
-            for seed, out_dir, detector in zipped("--seed", ("seed", "out_dir"), seed=args.seed, out_dir=args.out_dir,
-                                                  detector=args.detector)]
+            for seed, out_dir, detector in runs]
 
 
 def _train_recorded(args: argparse.Namespace, config: dict, record) -> int:
