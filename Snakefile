@@ -19,7 +19,9 @@
 #
 # Every rule calls one `brainmets <verb>` (docs/architecture.md fixes their
 # arguments); rules hold no logic of their own. The four training rules are one
-# rule (train_modality), reused with `use rule ... as ... with:`. The
+# rule (train_modality), reused with `use rule ... as ... with:`.
+# seeds_per_job (config.yaml: all) decides whether one training job, and one
+# two-stage prediction job, runs every seed of its model and subset or one. The
 # configuration is validated against src/brainmets/schemas/config.schema.yaml
 # before anything runs; jobs read it, resolved, from <results>/config.resolved.yaml.
 

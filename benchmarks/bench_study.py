@@ -10,9 +10,12 @@ Reads what a Snakemake run of the study leaves behind, without running anything:
   study's wall time and its CPU time, Snakemake's own process included;
 * the runs' own clocks, for the compute inside a job: ``history.tsv`` (column
   ``seconds``: time in training steps) and ``inference/<split>.tsv`` (column
-  ``seconds``: per-case prediction time).
+  ``seconds``: per-case prediction time). A job's run directories mirror its
+  benchmark path: ``<group>/seed<k>/train.tsv`` for one seed per job,
+  ``<group>/seeds/train.tsv`` for a job that ran every ``<group>/seed<k>``
+  (``seeds_per_job: all``).
 
-Per kind of job it reports jobs, summed wall and CPU seconds, CPU/wall (below
+Per kind of job it reports jobs, the runs they trained or predicted, summed wall and CPU seconds, CPU/wall (below
 1 for a one-thread job: it waited, for the CPU on a busy machine or for the
 disk), the compute
 seconds the runs measured and the rest, ``overhead = wall - compute``: start-up
@@ -61,6 +64,7 @@ class Kind:
     """The jobs of one rule, summed."""
 
     jobs: int = 0
+    runs: int = 0  # run directories of those jobs (a seed-group job has several; data and report jobs none)
     wall: float = 0.0
     cpu: float = 0.0
     compute: float = 0.0  # seconds the runs measured themselves (training steps, per-case prediction)
@@ -143,23 +147,39 @@ def _last_value(path: Path, column: str) -> float:
     return float(rows[-1][column]) if rows else 0.0
 
 
-def job_compute(results: Path, bench: Path, benchmarks: Path) -> float | None:
-    """Seconds the job's run measured itself, or None for a job without such a clock.
+#: The benchmark folder of a job that ran every seed of its group (seeds_per_job: all).
+SEED_GROUP = "seeds"
 
-    A training job's run directory mirrors its benchmark path; its steps are in
-    history.tsv. Prediction time is in inference/<split>.tsv, counted for the
-    job that predicted: the predict job, or the training job when there is none.
+
+def job_runs(results: Path, bench: Path, benchmarks: Path) -> list[Path]:
+    """The run directories of a training or prediction job: the one its benchmark path mirrors, or,
+    for a seed-group job (``<group>/seeds/``), every ``<group>/seed<k>``; none for other jobs."""
+    if bench.stem not in ("train", "predict"):
+        return []
+    folder = results / bench.parent.relative_to(benchmarks)
+    if folder.name == SEED_GROUP:
+        return sorted(run for run in folder.parent.glob("seed*") if run.name[4:].isdigit())
+    return [folder]
+
+
+def job_compute(runs: list[Path], bench: Path) -> float | None:
+    """Seconds the job's runs measured themselves, or None for a job without such a clock.
+
+    A training run's steps are in history.tsv. Prediction time is in
+    inference/<split>.tsv, counted for the job that predicted: the predict job,
+    or the training job when there is none.
     """
-    run = results / bench.parent.relative_to(benchmarks)
-    inference = sorted((run / "inference").glob("*.tsv")) if (run / "inference").is_dir() else []
-    if bench.stem == "train":
-        seconds = _last_value(run / "history.tsv", "seconds") if (run / "history.tsv").is_file() else 0.0
-        if not (bench.parent / "predict.tsv").is_file():
-            seconds += sum(_column_sum(t, "seconds") for t in inference)
-        return seconds
-    if bench.stem == "predict":
-        return sum(_column_sum(t, "seconds") for t in inference)
-    return None
+    if bench.stem not in ("train", "predict"):
+        return None
+    seconds = 0.0
+    for run in runs:
+        inference = sorted((run / "inference").glob("*.tsv")) if (run / "inference").is_dir() else []
+        if bench.stem == "train":
+            seconds += _last_value(run / "history.tsv", "seconds") if (run / "history.tsv").is_file() else 0.0
+            if (bench.parent / "predict.tsv").is_file():
+                continue
+        seconds += sum(_column_sum(t, "seconds") for t in inference)
+    return seconds
 
 
 def kind_of(bench: Path, benchmarks: Path, rules: dict[str, str]) -> str:
@@ -180,10 +200,12 @@ def load_study(results: Path, log: Path | None, time_v: Path | None) -> Study:
         row = read_benchmark(bench)
         kind = study.kinds[kind_of(bench, benchmarks, rules)]
         kind.jobs += 1
+        runs = job_runs(results, bench, benchmarks)
+        kind.runs += len(runs)
         kind.wall += row.get("s", 0.0)
         kind.cpu += row.get("cpu_time", 0.0)
         kind.max_rss = max(kind.max_rss, row.get("max_rss", 0.0))
-        compute = job_compute(results, bench, benchmarks)
+        compute = job_compute(runs, bench)
         if compute is not None:
             kind.compute += compute
             kind.clocked = True
@@ -197,24 +219,25 @@ def _pct(part: float, whole: float) -> str:
 def profile_table(study: Study) -> list[str]:
     """Markdown: one row per kind of job, then the whole command."""
     lines = [
-        "| kind of job | jobs | wall s | CPU s | CPU share | wall/job s | CPU/wall | compute s | overhead s | overhead share "
-        "| max RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| kind of job | jobs | runs | wall s | CPU s | CPU share | wall/job s | CPU/wall | compute s | overhead s "
+        "| overhead share | max RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     total_cpu = study.cpu if study.cpu is not None else study.job_cpu
     for name, k in sorted(study.kinds.items(), key=lambda item: -item[1].cpu):
         overhead = k.wall - k.compute
         lines.append(
-            f"| {name} | {k.jobs} | {k.wall:.0f} | {k.cpu:.0f} | {_pct(k.cpu, total_cpu)} | {k.wall / k.jobs:.1f} | "
+            f"| {name} | {k.jobs} | {k.runs or '-'} | {k.wall:.0f} | {k.cpu:.0f} | {_pct(k.cpu, total_cpu)} | {k.wall / k.jobs:.1f} | "
             f"{k.cpu / k.wall if k.wall else 0:.2f} | "
             + (f"{k.compute:.0f} | {overhead:.0f} | {_pct(overhead, k.wall)} | " if k.clocked else "- | - | - | ")
             + f"{k.max_rss:.0f} |"
         )
-    lines.append(f"| all jobs | {sum(k.jobs for k in study.kinds.values())} | {study.job_wall:.0f} | "
+    lines.append(f"| all jobs | {sum(k.jobs for k in study.kinds.values())} | "
+                 f"{sum(k.runs for k in study.kinds.values())} | {study.job_wall:.0f} | "
                  f"{study.job_cpu:.0f} | {_pct(study.job_cpu, total_cpu)} | | | | | | |")
     if study.cpu is not None:
         rest = study.cpu - study.job_cpu
-        lines.append(f"| snakemake + other | 1 | | {rest:.0f} | {_pct(rest, study.cpu)} | | | | | | |")
+        lines.append(f"| snakemake + other | 1 | | | {rest:.0f} | {_pct(rest, study.cpu)} | | | | | | |")
     return lines
 
 
@@ -237,13 +260,15 @@ def summary(study: Study) -> list[str]:
 
 def comparison(before: Study, after: Study) -> list[str]:
     """Markdown: per kind of job, jobs / wall / CPU before and after; then the totals and their ratio."""
-    lines = ["| kind of job | jobs before | jobs after | wall s before | wall s after | CPU s before | CPU s after |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| kind of job | jobs before | jobs after | runs before | runs after | wall s before | wall s after "
+             "| CPU s before | CPU s after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in sorted(set(before.kinds) | set(after.kinds), key=lambda n: -before.kinds.get(n, Kind()).cpu):
         b, a = before.kinds.get(name, Kind()), after.kinds.get(name, Kind())
-        lines.append(f"| {name} | {b.jobs} | {a.jobs} | {b.wall:.0f} | {a.wall:.0f} | {b.cpu:.0f} | {a.cpu:.0f} |")
+        lines.append(f"| {name} | {b.jobs} | {a.jobs} | {b.runs} | {a.runs} | {b.wall:.0f} | {a.wall:.0f} | {b.cpu:.0f} | {a.cpu:.0f} |")
     lines.append(f"| all jobs | {sum(k.jobs for k in before.kinds.values())} | "
-                 f"{sum(k.jobs for k in after.kinds.values())} | {before.job_wall:.0f} | {after.job_wall:.0f} | "
+                 f"{sum(k.jobs for k in after.kinds.values())} | {sum(k.runs for k in before.kinds.values())} | "
+                 f"{sum(k.runs for k in after.kinds.values())} | {before.job_wall:.0f} | {after.job_wall:.0f} | "
                  f"{before.job_cpu:.0f} | {after.job_cpu:.0f} |")
     lines.append("")
     if before.wall and after.wall:

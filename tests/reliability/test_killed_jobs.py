@@ -44,6 +44,8 @@ from reliability_helpers import (  # registered by conftest.py
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
 RUN = "results/modality/unet/t1c/seed{seed}"
+#: The log of the job training the modality study's U-Net on t1c: every seed's (seeds_per_job: all, the default).
+TRAIN_LOG = "results/logs/modality/unet/t1c/seeds/train.log"
 ITERATIONS = 40
 
 
@@ -152,7 +154,7 @@ def _killed_and_resumed(work: Path, run_dir: Path, args: list[str], tmp_path: Pa
     assert proc.returncode != 0, "the training job finished predicting before the kill: nothing was tested\n" + out
     assert "Error in rule train_modality" in out, out
     assert "Removing output files of failed job train_modality" in out, out
-    train_log = (work / "results/logs/modality/unet/t1c/seed0/train.log").read_text()
+    train_log = (work / TRAIN_LOG).read_text()
     resumed = re.search(r"resuming \S+ from iteration (\d+) of (\d+)", train_log)
     assert resumed, train_log
     assert int(resumed.group(1)) == killed_at > 0 and int(resumed.group(2)) == ITERATIONS
@@ -168,7 +170,7 @@ def _killed_and_resumed(work: Path, run_dir: Path, args: list[str], tmp_path: Pa
     # 3. rerun again: training resumes at its final checkpoint (no step), predicts, evaluates; everything completes
     run3 = run_snakemake(work, *args, "--rerun-incomplete")
     assert run3.returncode == 0, run3.stdout
-    train_log = (work / "results/logs/modality/unet/t1c/seed0/train.log").read_text()
+    train_log = (work / TRAIN_LOG).read_text()
     assert re.search(rf"resuming \S+ from iteration {ITERATIONS} of {ITERATIONS}", train_log), train_log
     assert pd.read_csv(run_dir / "history.tsv", sep="\t")["iteration"].tolist() == list(range(1, ITERATIONS + 1))
     splits = pd.read_csv(work / "results/data/splits.tsv", sep="\t")

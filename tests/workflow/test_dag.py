@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,20 +18,24 @@ def test_lint_is_clean(snakemake):
     assert "Lints for" not in run.output, run.output
 
 
+def _trained_baselines() -> int:
+    # the modality study's U-Net is reused as the 3D-UNET row: not trained as a baseline
+    return len(set(yaml.safe_load((REPO / "config.yaml").read_text())["baselines"]["models"]) - {"unet"})
+
+
 def test_default_config_expands_the_whole_study(snakemake):
     run = snakemake("-n", "--quiet", "rules")
     assert run.returncode == 0, run.output
     jobs = run.job_counts()
-    # the modality study's U-Net is reused as the 3D-UNET row: not trained as a baseline
-    n_baselines = len(set(yaml.safe_load((REPO / "config.yaml").read_text())["baselines"]["models"]) - {"unet"})
-    assert jobs["train_modality"] == 15 * 3
-    assert jobs["train_detector"] == 2 * 3
-    assert jobs["train_segmentor"] == 2 * 3
-    assert jobs["train_baseline"] == n_baselines * 3
+    # seeds_per_job: all: one job trains (or predicts) the 3 seeds of a study, model and subset
+    assert jobs["train_modality"] == 15
+    assert jobs["train_detector"] == 2
+    assert jobs["train_segmentor"] == 2
+    assert jobs["train_baseline"] == _trained_baselines()
     # single-pass runs are predicted and evaluated by their training job; the two-stage pair by
     # predict_twostage: no job evaluates on its own
     assert "predict" not in jobs
-    assert jobs["predict_twostage"] == 6
+    assert jobs["predict_twostage"] == 2
     assert "evaluate" not in jobs
     # the seed ensembles (the two-stage model of the selected subset, the U-Net on all four sequences):
     # one job each segments, tunes the postprocessing, and evaluates its three Table 2 rows
@@ -39,6 +44,42 @@ def test_default_config_expands_the_whole_study(snakemake):
         assert jobs[once] == 1, once
     # a dry-run writes no results
     assert not (snakemake.workdir / "results").exists()
+
+
+def test_one_seed_per_job_expands_a_job_per_run(snakemake):
+    run = snakemake("-n", "--quiet", "rules", "--config", "seeds_per_job=1")
+    assert run.returncode == 0, run.output
+    jobs = run.job_counts()
+    assert jobs["train_modality"] == 15 * 3
+    assert jobs["train_detector"] == 2 * 3 and jobs["train_segmentor"] == 2 * 3
+    assert jobs["train_baseline"] == _trained_baselines() * 3
+    assert jobs["predict_twostage"] == 2 * 3
+    for once in ("select_subset", "tables", "figures"):
+        assert jobs[once] == 1, once
+
+
+@pytest.mark.parametrize("seeds_per_job", ["all", 1])
+def test_the_segmentor_of_seed_k_trains_on_the_detector_of_seed_k(snakemake, seeds_per_job):
+    """twostage.train_on_detected: each seed's run directory, detector and `--seed` in the same order."""
+    overrides = snakemake.workdir / "train_on_detected.yaml"
+    overrides.write_text(yaml.safe_dump({"twostage": {"train_on_detected": True}, "seeds_per_job": seeds_per_job}))
+    run = snakemake("-n", "-p", "--configfile", str(overrides))
+    assert run.returncode == 0, run.output
+    commands = [line for line in run.output.splitlines()
+                if "--model segmentor" in line and "--subset t1c+t1n+t2f+t2w " in line]
+    groups = [[0, 1, 2]] if seeds_per_job == "all" else [[0], [1], [2]]
+    assert len(commands) == len(groups), commands
+    found = []
+    for command in commands:
+        seeds = [int(s) for s in re.search(r"--seed ([\d ]+?) --", command).group(1).split()]
+        detectors = re.search(r"--detector (.+?) --seed", command).group(1).split()
+        out_dirs = re.search(r"--out-dir (.+?) --threads", command).group(1).split()
+        assert detectors == [f"results/twostage/detector/t1c+t1n+t2f+t2w/seed{s}/best.pt" for s in seeds]
+        assert out_dirs == [f"results/twostage/segmentor/t1c+t1n+t2f+t2w/seed{s}" for s in seeds]
+        log = re.search(r"> (\S+) 2>&1", command).group(1)
+        assert log.endswith("/seeds/train.log" if seeds_per_job == "all" else f"/seed{seeds[0]}/train.log")
+        found.append(seeds)
+    assert sorted(found) == groups
 
 
 def test_paper_config_builds_the_full_dag_without_the_data(snakemake):

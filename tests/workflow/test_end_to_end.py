@@ -94,8 +94,8 @@ def test_reduced_study_runs_end_to_end(snakemake):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
 
-    # every job left a log and a benchmark at the mirrored path
-    for job in ["modality/unet/t1c/seed0/train", "twostage/combined/selected/seed0/predict",
+    # every job left a log and a benchmark at the mirrored path (one per seed group: seeds_per_job: all)
+    for job in ["modality/unet/t1c/seeds/train", "twostage/combined/selected/seeds/predict",
                 "ensembles/modality/t1c/ensemble", "data/index", "tables"]:
         assert (results / "logs" / f"{job}.log").is_file(), job
         assert (results / "benchmarks" / f"{job}.tsv").is_file(), job

@@ -5,24 +5,10 @@
 
 use rule train_modality as train_baseline with:
     output:
-        model=f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/model.pt",
-        best=f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/best.pt",
-        predictions=directory(f"{RESULTS}/baselines/{{model}}/{{subset}}/seed{{seed}}/predictions"),
-        inference=expand(
-            f"{RESULTS}/baselines/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        metrics=expand(
-            f"{RESULTS}/baselines/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        lesions=expand(
-            f"{RESULTS}/baselines/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}_lesions.tsv",
-            split=EVAL_SPLITS,
-        ),
+        **train_outputs("baselines/{model}/{subset}"),
     params:
         study="baselines",
     log:
-        f"{LOGS}/baselines/{{model}}/{{subset}}/seed{{seed}}/train.log",
+        job_log("baselines/{model}/{subset}", "train.log"),
     benchmark:
-        f"{BENCHMARKS}/baselines/{{model}}/{{subset}}/seed{{seed}}/train.tsv"
+        job_benchmark("baselines/{model}/{subset}", "train.tsv")

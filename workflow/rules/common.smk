@@ -184,6 +184,71 @@ def get_report_inputs(wildcards=None):
     return files
 
 
+# --------------------------------------------------------------------------- seeds per job
+
+#: seeds_per_job: all = one training (or two-stage prediction) job runs every seed of its
+#: <study>/<model>/<subset> in turn, in one process; 1 = one job per seed, the {seed} wildcard.
+SEED_GROUPS = config["seeds_per_job"] == "all"
+#: The run directories of one job below <study>/<model>/<subset>/ (docs/architecture.md).
+JOB_RUNS = [f"seed{seed}" for seed in SEEDS] if SEED_GROUPS else ["seed{seed}"]
+#: Where the job's own log and benchmark go below <study>/<model>/<subset>/: one file per job.
+JOB_FILES = "seeds" if SEED_GROUPS else "seed{seed}"
+
+
+def job_paths(group, *names):
+    """``names`` in each run directory of one job: group is ``<study>/<model>/<subset>`` (wildcards
+    left in), the paths are below RESULTS, seed by seed."""
+    return [f"{RESULTS}/{group}/{run}/{name}" for run in JOB_RUNS for name in names]
+
+
+def job_log(group, name):
+    """The log of one job of ``group`` (``name``: train.log, predict.log)."""
+    return f"{LOGS}/{group}/{JOB_FILES}/{name}"
+
+
+def job_benchmark(group, name):
+    """The benchmark of one job of ``group``, mirroring its log path."""
+    return f"{BENCHMARKS}/{group}/{JOB_FILES}/{name}"
+
+
+def prediction_outputs(group):
+    """What predicting and evaluating val and test writes in each run directory of a job."""
+    return {
+        "predictions": [directory(path) for path in job_paths(group, "predictions")],
+        "inference": job_paths(group, *[f"inference/{split}.tsv" for split in EVAL_SPLITS]),
+        "metrics": job_paths(group, *[f"metrics/{split}.tsv" for split in EVAL_SPLITS]),
+        "lesions": job_paths(group, *[f"metrics/{split}_lesions.tsv" for split in EVAL_SPLITS]),
+    }
+
+
+def train_outputs(group, predicted=True):
+    """Outputs of a training job: model.pt and best.pt of each run and, when the job predicts, its predictions."""
+    outputs = {"model": job_paths(group, "model.pt"), "best": job_paths(group, "best.pt")}
+    if predicted:
+        outputs.update(prediction_outputs(group))
+    return outputs
+
+
+def job_seeds(wildcards):
+    """The seeds of one job (`--seed`): its {seed} wildcard, or every seed of the config."""
+    return " ".join(str(seed) for seed in SEEDS) if SEED_GROUPS else wildcards.seed
+
+
+def _run_dirs_of(paths):
+    """The run directories (space-separated) of one file or folder per run."""
+    return " ".join(str(Path(path).parent) for path in paths)
+
+
+def train_out_dirs(wildcards, output):
+    """`--out-dir` of a training job: the folder of each run's model.pt, in the order of `--seed`."""
+    return _run_dirs_of(output.model)
+
+
+def predict_out_dirs(wildcards, output):
+    """`--out-dir` of a prediction job: the folder of each run's predictions/, in the order of `--model`."""
+    return _run_dirs_of(output.predictions)
+
+
 # --------------------------------------------------------------------------- training inputs
 
 
@@ -200,7 +265,8 @@ def get_segmentor_inputs(wildcards):
     inputs = get_train_inputs(wildcards)
     if config["twostage"]["train_on_detected"]:
         # the detector's best weights, as the authors' code does (= its final ones when it did not validate)
-        inputs["detector"] = f"{RESULTS}/twostage/detector/{wildcards.subset}/seed{wildcards.seed}/best.pt"
+        inputs["detector"] = [path.format(**dict(wildcards.items()))
+                              for path in job_paths("twostage/detector/{subset}", "best.pt")]
     return inputs
 
 
@@ -210,8 +276,9 @@ def selection_arg(wildcards):
 
 
 def detector_arg(wildcards, input):
-    """`--detector <model.pt>` for jobs with a detector input (the two-stage segmentor trained on detected crops)."""
-    return f"--detector {input.detector}" if "detector" in input.keys() else ""
+    """`--detector <model.pt>...` (one per seed) for jobs with a detector input (the two-stage segmentor
+    trained on detected crops)."""
+    return f"--detector {' '.join(input.detector)}" if "detector" in input.keys() else ""
 
 
 def model_wildcard(wildcards):

@@ -2,12 +2,15 @@
 # together). The single-pass models are predicted and evaluated by their
 # training jobs, the seed ensembles in ensembles.smk.
 #
-# Job granularity: one job per two-stage run covers both splits and their
-# evaluation (torch + MONAI are imported once, ~5 s CPU; no job per split).
+# Job granularity: one job covers both splits and their evaluation (torch +
+# MONAI are imported once, ~5 s CPU; no job per split), for every seed of a
+# subset with seeds_per_job: all, for one seed with 1.
 
 
 rule predict_twostage:
     """Predict val and test with the two-stage model (the segmentor only on windows the detector keeps), then evaluate them.
+
+    Each seed's segmentor with the same seed's detector, into twostage/combined/<subset>/seed<k>/.
 
     Reads the weights inference.checkpoint names (best.pt or model.pt, both written by training), so
     changing that choice re-runs prediction and what follows, never training. The metrics are
@@ -15,28 +18,16 @@ rule predict_twostage:
     evaluation fails the job.
     """
     input:
-        model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
-        detector=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/{PREDICT_WEIGHTS}",
+        model=job_paths("twostage/segmentor/{subset}", PREDICT_WEIGHTS),
+        detector=job_paths("twostage/detector/{subset}", PREDICT_WEIGHTS),
         cache=CACHE_DONE,
         splits=SPLITS_TSV,
     output:
-        predictions=directory(f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predictions"),
-        inference=expand(
-            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        metrics=expand(
-            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        lesions=expand(
-            f"{RESULTS}/twostage/{TWOSTAGE_COMBINED}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}_lesions.tsv",
-            split=EVAL_SPLITS,
-        ),
+        **prediction_outputs(f"twostage/{TWOSTAGE_COMBINED}/{{subset}}"),
     params:
         config=resolved_config,
         cache=cache_dir,
-        out_dir=out_dir,
+        out_dir=predict_out_dirs,
         splits=EVAL_SPLITS,
         gt_dir=COHORT_ROOT,
         inference=config["inference"],
@@ -49,9 +40,9 @@ rule predict_twostage:
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.log",
+        job_log(f"twostage/{TWOSTAGE_COMBINED}/{{subset}}", "predict.log"),
     benchmark:
-        f"{BENCHMARKS}/twostage/{TWOSTAGE_COMBINED}/{{subset}}/seed{{seed}}/predict.tsv"
+        job_benchmark(f"twostage/{TWOSTAGE_COMBINED}/{{subset}}", "predict.tsv")
     shell:
         "brainmets predict --config {params.config} --model {input.model} --detector {input.detector} "
         "--cache {params.cache} --splits {input.splits} --split {params.splits} "

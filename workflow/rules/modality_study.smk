@@ -6,6 +6,10 @@
 rule train_modality:
     """Train one network on one subset and seed (resumes from checkpoint.pt), then predict and evaluate val and test.
 
+    With seeds_per_job: all (the default) one job does this for every seed in
+    turn, one process for all (each run as its own one-seed job would); with 1,
+    one job per seed (the {seed} wildcard).
+
     Writes model.pt (final weights) and best.pt (best validation score, or the
     final weights without validation), then, in the same process (torch and
     MONAI start once), the predictions of val and test with the weights
@@ -22,25 +26,12 @@ rule train_modality:
     input:
         unpack(get_train_inputs),
     output:
-        model=f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/model.pt",
-        best=f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/best.pt",
-        predictions=directory(f"{RESULTS}/modality/{{model}}/{{subset}}/seed{{seed}}/predictions"),
-        inference=expand(
-            f"{RESULTS}/modality/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/inference/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        metrics=expand(
-            f"{RESULTS}/modality/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}.tsv",
-            split=EVAL_SPLITS,
-        ),
-        lesions=expand(
-            f"{RESULTS}/modality/{{{{model}}}}/{{{{subset}}}}/seed{{{{seed}}}}/metrics/{{split}}_lesions.tsv",
-            split=EVAL_SPLITS,
-        ),
+        **train_outputs("modality/{model}/{subset}"),
     params:
         config=resolved_config,
         cache=cache_dir,
-        out_dir=out_dir,
+        out_dir=train_out_dirs,
+        seeds=job_seeds,
         study="modality",
         model=model_wildcard,
         selection=selection_arg,
@@ -58,14 +49,14 @@ rule train_modality:
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/modality/{{model}}/{{subset}}/seed{{seed}}/train.log",
+        job_log("modality/{model}/{subset}", "train.log"),
     benchmark:
-        f"{BENCHMARKS}/modality/{{model}}/{{subset}}/seed{{seed}}/train.tsv"
+        job_benchmark("modality/{model}/{subset}", "train.tsv")
     shell:
         # exec: SLURM's warning SIGTERM (profile: --signal=TERM@lead) must reach brainmets, which
         # checkpoints and exits 75; a bash in between would die at once and lose the step.
         "exec brainmets train --attempt {resources.attempt} --config {params.config} --study {params.study} --model {params.model} "
-        "--subset {wildcards.subset} {params.selection} {params.detector} --seed {wildcards.seed} "
+        "--subset {wildcards.subset} {params.selection} {params.detector} --seed {params.seeds} "
         "--cache {params.cache} --splits {input.splits} --out-dir {params.out_dir} "
         "--threads {threads} {params.predict} --evaluate-workers {threads} --no-progress > {log} 2>&1"
 

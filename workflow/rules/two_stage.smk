@@ -10,8 +10,7 @@
 
 use rule train_modality as train_detector with:
     output:
-        model=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/model.pt",
-        best=f"{RESULTS}/twostage/detector/{{subset}}/seed{{seed}}/best.pt",
+        **train_outputs("twostage/detector/{subset}", predicted=False),
     params:
         study="twostage",
         model=DETECTOR,
@@ -20,9 +19,9 @@ use rule train_modality as train_detector with:
         inference=None,
         postprocessing=None,
     log:
-        f"{LOGS}/twostage/detector/{{subset}}/seed{{seed}}/train.log",
+        job_log("twostage/detector/{subset}", "train.log"),
     benchmark:
-        f"{BENCHMARKS}/twostage/detector/{{subset}}/seed{{seed}}/train.tsv"
+        job_benchmark("twostage/detector/{subset}", "train.tsv")
 
 
 # On the crops the detector's best.pt accepts when twostage.train_on_detected: only then is
@@ -31,8 +30,7 @@ use rule train_modality as train_segmentor with:
     input:
         unpack(get_segmentor_inputs),
     output:
-        model=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/model.pt",
-        best=f"{RESULTS}/twostage/segmentor/{{subset}}/seed{{seed}}/best.pt",
+        **train_outputs("twostage/segmentor/{subset}", predicted=False),
     params:
         study="twostage",
         model=SEGMENTOR,
@@ -41,6 +39,6 @@ use rule train_modality as train_segmentor with:
         inference=None,
         postprocessing=None,
     log:
-        f"{LOGS}/twostage/segmentor/{{subset}}/seed{{seed}}/train.log",
+        job_log("twostage/segmentor/{subset}", "train.log"),
     benchmark:
-        f"{BENCHMARKS}/twostage/segmentor/{{subset}}/seed{{seed}}/train.tsv"
+        job_benchmark("twostage/segmentor/{subset}", "train.tsv")

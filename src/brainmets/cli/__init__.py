@@ -55,6 +55,27 @@ def config_override(section: str, key: str) -> Callable[[str], Any]:
     return check
 
 
+def zipped(per: str, unique: tuple[str, ...], **lists: list | None) -> list[tuple]:
+    """The values of flags given once per run (``--seed S... --out-dir D...``), zipped into one tuple per run.
+
+    ``lists`` maps flag names (``out_dir`` for ``--out-dir``) to their values, the
+    ``per`` flag first; a flag not given (None) is None in every tuple. Unequal
+    lengths, or a value of a flag in ``unique`` given twice, stop the verb naming
+    the flags.
+    """
+    given = {f"--{name.replace('_', '-')}": values for name, values in lists.items() if values is not None}
+    if len({len(values) for values in given.values()}) > 1:
+        counts = ", ".join(f"{len(values)} {flag}" for flag, values in given.items())
+        raise BrainmetsError(f"{counts}: expected one of each per {per}, in the same order")
+    for name in unique:
+        values = lists[name]
+        if len({str(v) for v in values}) < len(values):
+            raise BrainmetsError(f"--{name.replace('_', '-')} {' '.join(map(str, values))}: "
+                                 "each value once (one run each)")
+    count = len(next(iter(given.values())))
+    return list(zip(*[values if values is not None else [None] * count for values in lists.values()]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainmets",

@@ -17,18 +17,23 @@ DESCRIPTION = (
     "threshold, device). Existing predictions of the requested splits are rewritten. "
     "--evaluate-gt GT: then, in the same process, score each split's predictions against GT into "
     "OUT_DIR/metrics/<split>.tsv and <split>_lesions.tsv, the files `brainmets evaluate --cases-from SPLITS "
-    "--split SPLIT` writes (the same function): the workflow saves an evaluation job per split this way."
+    "--split SPLIT` writes (the same function): the workflow saves an evaluation job per split this way. "
+    "Several models (--model M1 M2 ... --out-dir O1 O2 ..., with --detector D1 D2 ...; zipped): each is "
+    "predicted (and evaluated) into its own OUT_DIR in turn, as by its own command, in one process."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="config.yaml (its 'inference' section; optional)")
-    parser.add_argument("--model", type=Path, required=True, help="segmentation model.pt (the segmentor for --detector)")
-    parser.add_argument("--detector", type=Path, help="detector model.pt: run the two-stage model")
+    parser.add_argument("--model", type=Path, nargs="+", required=True,
+                        help="segmentation model.pt (the segmentor for --detector); several: one run each")
+    parser.add_argument("--detector", type=Path, nargs="+",
+                        help="detector model.pt: run the two-stage model; one per --model, in the same order")
     parser.add_argument("--cache", type=Path, required=True, help="preprocessed cache directory")
     parser.add_argument("--splits", type=Path, required=True, help="splits table (case, split)")
     parser.add_argument("--split", nargs="+", required=True, metavar="SPLIT", help="split(s) to predict, e.g. val test")
-    parser.add_argument("--out-dir", type=Path, required=True, help="run directory to write predictions/ and inference/ into")
+    parser.add_argument("--out-dir", type=Path, nargs="+", required=True,
+                        help="run directory to write predictions/ and inference/ into; one per --model")
     parser.add_argument("--device", type=config_override("inference", "device"),
                         help="override inference.device (e.g. cpu or cuda:1)")
     add_evaluate_arguments(parser)
@@ -56,13 +61,16 @@ def check_evaluate_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from brainmets.cli import zipped
     from brainmets.config import load_config
 
+    runs = zipped("--model", ("out_dir",), model=args.model, detector=args.detector, out_dir=args.out_dir)
     check_evaluate_arguments(args)
     config = load_config(args.config) if args.config is not None else None
-    predict_and_report(config, args.model, args.cache, args.splits, args.split, args.out_dir,
-                       detector=args.detector, device=args.device, progress=not args.no_progress,
-                       evaluate_gt=args.evaluate_gt, evaluate_workers=args.evaluate_workers)
+    for model, detector, out_dir in runs:
+        predict_and_report(config, model, args.cache, args.splits, args.split, out_dir,
+                           detector=detector, device=args.device, progress=not args.no_progress,
+                           evaluate_gt=args.evaluate_gt, evaluate_workers=args.evaluate_workers)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`brainmets train`: train one model on one modality subset with one seed (resumable)."""
+"""`brainmets train`: train one model on one modality subset with one seed, or several in turn (resumable)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from brainmets.cli.predict import add_evaluate_arguments, check_evaluate_argumen
 from brainmets.constants import CHECKPOINT_FILES
 from brainmets.stopping import DEFAULT_WARNING_SIGNAL, EXIT_RESUME
 
-HELP = "train one model (segmentor, U-Net, baseline or detector) on one subset and seed; resumable"
+HELP = "train one model (segmentor, U-Net, baseline or detector) on one subset and seed(s); resumable"
 DESCRIPTION = (
     "Train one run from the preprocessed cache and write RUN_DIR/{config.yaml, history.tsv, checkpoint.pt, "
     "best.pt, model.pt}. Running the same command again resumes from RUN_DIR/checkpoint.pt; if "
@@ -30,7 +30,13 @@ DESCRIPTION = (
     "save a second start-up of torch and MONAI this way. A run stopped before the end predicts nothing. "
     "--evaluate-gt GT (with --predict): then also score each predicted split against GT, writing what "
     "`brainmets predict --evaluate-gt` writes (RUN_DIR/metrics/<split>.tsv, <split>_lesions.tsv); the "
-    "ground-truth folder is checked before training."
+    "ground-truth folder is checked before training. "
+    "Several seeds (--seed S1 S2 ... --out-dir D1 D2 ..., zipped; --detector too when given): the runs are "
+    "trained one after the other in this process, each exactly as its own one-seed command (same weights, "
+    "files, MLflow run and failure record; predicted right after it is trained), so torch, MONAI and the "
+    "rest start once. A stop signal stops the run in progress as above and starts no later seed (exit "
+    f"{EXIT_RESUME}); an error stops there too. Running the same command again skips the complete runs "
+    "(they still predict with --predict), resumes the stopped one and trains the rest."
 )
 
 #: The error that ended a training, in its run directory, for the later jobs of the same chain.
@@ -42,13 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", required=True,
                         help="canonical subset key (e.g. t1c+t1n+t2f), 'selected' (with --selection) "
                         "or @<selection json>")
-    parser.add_argument("--seed", type=int, required=True, help="seed of weights, sampling and augmentation")
+    parser.add_argument("--seed", type=int, nargs="+", required=True,
+                        help="seed of weights, sampling and augmentation; several: one run each, in turn")
     parser.add_argument("--cache", required=True, help="preprocessed cache directory (<case>.npy + <case>.json)")
     parser.add_argument("--splits", required=True, help="splits table (columns case, split)")
-    parser.add_argument("--out-dir", required=True, help="run directory to write (and resume from)")
+    parser.add_argument("--out-dir", nargs="+", required=True,
+                        help="run directory to write (and resume from); one per --seed, in the same order")
     parser.add_argument("--selection", default=None, help="modality decision JSON for --subset selected")
-    parser.add_argument("--detector", default=None,
-                        help="trained detector model.pt: train the segmentor only on patches it accepts")
+    parser.add_argument("--detector", nargs="+", default=None,
+                        help="trained detector model.pt: train the segmentor only on patches it accepts; "
+                        "one per --seed, in the same order")
     parser.add_argument("--iterations", type=int, default=None, help="override the task's iteration budget")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (overrides training.threads)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
@@ -71,20 +80,47 @@ def run(args: argparse.Namespace) -> int:
 
     from brainmets.config import load_config
     from brainmets.errors import BrainmetsError
-    from brainmets.io import write_text
 
-    # A bad config or evaluation request fails here, before the run directory is touched (and
+    # A bad config or evaluation request fails here, before a run directory is touched (and
     # costs nothing to repeat), not after hours of training.
+    runs = _runs(args)
     if args.evaluate_gt is not None and not args.predict:
         raise BrainmetsError("--evaluate-gt needs --predict (it scores the predictions of those splits)")
     check_evaluate_arguments(args)
     config = load_config(args.config)
-    record = Path(args.out_dir) / FAILURE_RECORD
-    if args.attempt > 1 and record.is_file():
-        raise BrainmetsError(f"not training again: an earlier job of this chain failed (attempt {args.attempt}; "
-                             f"fix the cause, then start Snakemake again). Its error ({record}):\n"
-                             f"{record.read_text().strip()}")
-    record.unlink(missing_ok=True)
+    records = [Path(run.out_dir) / FAILURE_RECORD for run in runs]
+    if args.attempt > 1:
+        for record in records:
+            if record.is_file():
+                raise BrainmetsError(f"not training again: an earlier job of this chain failed (attempt "
+                                     f"{args.attempt}; fix the cause, then start Snakemake again). Its error "
+                                     f"({record}):\n{record.read_text().strip()}")
+    for record in records:
+        record.unlink(missing_ok=True)
+    for index, (run, record) in enumerate(zip(runs, records)):
+        if _train_recorded(run, config, record) == EXIT_RESUME:
+            later = [str(later_run.seed) for later_run in runs[index + 1:]]
+            if later:
+                print(f"not started: seed {', '.join(later)} (the same command again trains them after "
+                      "resuming the stopped run)")
+            return EXIT_RESUME
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """One namespace per run (``seed``, ``out_dir``, ``detector`` single values), the lists zipped."""
+    from brainmets.cli import zipped
+
+    runs = zipped("--seed", ("seed", "out_dir"), seed=args.seed, out_dir=args.out_dir, detector=args.detector)
+    return [argparse.Namespace(**{**vars(args), "seed": seed, "out_dir": out_dir, "detector": detector})
+            for seed, out_dir, detector in runs]
+
+
+def _train_recorded(args: argparse.Namespace, config: dict, record) -> int:
+    """Train (and predict) one run; an error is written to its failure record, then raised."""
+    from brainmets.errors import BrainmetsError
+    from brainmets.io import write_text
+
     try:
         return _train(args, config)
     except Exception as exc:
