@@ -117,3 +117,48 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, trained, capsy
     assert cli_main([*args, "--split", "test"]) == 2
     assert "postprocessing is tuned on the val split" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_study_postprocessing_reaches_the_mean_and_mirror_rows_after_the_tuning(tmp_path, trained):
+    """With --config, the mean and mirror rows get the config's minimum volumes, as every single run's
+    prediction does; the tuning (and so mirror_pp) still sees the untouched mirrored predictions."""
+    import nibabel as nib
+    import yaml
+
+    from brainmets.inference.postprocess import apply_to_dir
+
+    from .conftest import _config
+
+    splits = _splits(tmp_path)
+    outs = {}
+    for name, minimum in (("none", 0), ("study", 1e9)):
+        config = _config()
+        config["postprocessing"] = {"min_volume_mm3": {"WT": minimum, "TC": 0, "ET": 0}}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        outs[name] = tmp_path / name
+        assert cli_main(["ensemble", str(trained.raw), *_members(trained, "seeds"), "--splits", str(splits),
+                         "--grid", *GRID, "--out", str(outs[name]), "--config", str(path), "--device", "cpu",
+                         "--no-progress"]) == 0
+    untouched, study = _files(outs["none"]), _files(outs["study"])
+    assert json.loads(untouched["postprocessing.json"])["min_volume_mm3"] == \
+        json.loads(study["postprocessing.json"])["min_volume_mm3"]
+    for name in untouched:
+        if name.startswith("mirror_pp/predictions/"):
+            assert untouched[name] == study[name], name
+    expected = tmp_path / "expected"
+    for variant in ("mean", "mirror"):
+        for split in ("val", "test"):
+            source = outs["none"] / variant / "predictions" / split
+            apply_to_dir({"min_volume_mm3": {"WT": 1e9}}, source, expected / variant / split)
+            for label in sorted(source.glob("*.nii.gz")):
+                assert np.asanyarray(nib.load(label).dataobj).any(), f"{label}: nothing predicted to remove"
+                got = outs["study"] / variant / "predictions" / split / label.name
+                assert not np.asanyarray(nib.load(got).dataobj).any(), got
+                assert (expected / variant / split / label.name).read_bytes() == got.read_bytes()
+            card = json.loads((outs["study"] / variant / "predictions" / split / "model.json").read_text())
+            assert card["postprocessing"]["min_volume_mm3"] == {"WT": 1e9, "TC": 0, "ET": 0}
+    # the metrics follow the labels: an empty WT has no true positive lesion
+    metrics = pd.read_csv(outs["study"] / "mean" / "metrics" / "test.tsv", sep="\t")
+    wt = metrics[metrics["region"] == "WT"]
+    assert (wt["num_tp"] == 0).all() and (wt["pred_volume"] == 0).all()

@@ -37,6 +37,7 @@ rule ensemble:
         out=f"{ENSEMBLES_DIR}/{{source}}/{{subset}}",
         # read through --config: a changed setting reruns the job (as predict_twostage)
         inference=config["inference"],
+        postprocessing=config["postprocessing"],
     threads: RES["predict"]["threads"]
     resources:
         mem_mb=RES["predict"]["mem_mb"],

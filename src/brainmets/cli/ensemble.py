@@ -16,7 +16,9 @@ DESCRIPTION = (
     "(OUT/postprocessing.json, as `brainmets postprocess tune`); applies them into "
     "OUT/mirror_pp/predictions/<split>/; and scores every variant and split against COHORT's ground truth "
     "into OUT/<variant>/metrics/<split>.tsv and <split>_lesions.tsv (the files `brainmets evaluate` "
-    "writes). The study's ensembles.smk runs it once per ensemble."
+    "writes). With --config, its 'postprocessing' minimum volumes (those every prediction of the study gets) "
+    "are applied to the mean/ and mirror/ rows after the tuning, which sees them untouched. "
+    "The study's ensembles.smk runs it once per ensemble."
 )
 
 
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", type=float, nargs="+", required=True, metavar="MM3",
                         help="candidate minimum volumes (mm^3); 0 (no removal) is always a candidate")
     parser.add_argument("--out", "-o", type=Path, required=True, help="the ensemble's directory")
-    parser.add_argument("--config", type=Path, help="config.yaml whose 'inference' section to use (optional)")
+    parser.add_argument("--config", type=Path, help="config.yaml whose 'inference' and 'postprocessing' sections to use (optional)")
     parser.add_argument("--device", type=config_override("inference", "device"),
                         help="override inference.device, e.g. cpu or cuda:1")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device:
         settings = dataclasses.replace(settings, device=args.device)
     decision = ensemble_rows(args.model, args.detector, settings, args.cohort, args.splits, args.split, args.out,
-                             args.grid, workers=args.workers, progress=not args.no_progress)
+                             args.grid, min_volume_mm3=config["postprocessing"]["min_volume_mm3"] if config else None,
+                             workers=args.workers, progress=not args.no_progress)
     print(f"{args.out}: {', '.join(args.split)} without and with mirroring, postprocessing "
           f"{decision['min_volume_mm3']} (chosen on {decision['chosen_on']}), all evaluated")
     return 0

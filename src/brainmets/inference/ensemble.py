@@ -16,6 +16,10 @@ ensemble's directory ``<out>/``:
   postprocess tune``);
 * ``mirror_pp/predictions/<split>/``: the mirrored predictions with that
   decision applied (``brainmets postprocess apply``);
+* with the study's own minimum volumes (the config's ``postprocessing``, which
+  every other prediction of the study gets before it is written), ``mean/``
+  and ``mirror/`` are then postprocessed with them in place, so that those
+  rows compare with the single runs' rows; the tuning saw them untouched;
 * ``<variant>/metrics/<split>.tsv`` and ``<split>_lesions.tsv`` for each
   variant and split (:func:`brainmets.evaluation.evaluate_run_split`, the
   files ``brainmets evaluate`` writes).
@@ -28,7 +32,7 @@ are those of those jobs, bit for bit (``tests/segment/test_ensemble_rows.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +57,7 @@ def ensemble_rows(
     splits: Sequence[str],
     out_dir: str | Path,
     grid: Sequence[float],
+    min_volume_mm3: Mapping[str, float] | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -61,7 +66,8 @@ def ensemble_rows(
     ``runs`` (and ``detectors``, one per run: two-stage members) as for
     :func:`~brainmets.inference.segment.load_model`; ``cohort``: the raw cases,
     with their ground truth (BraTS layout); ``splits``: the splits predicted and
-    evaluated, the tuning split among them.
+    evaluated, the tuning split among them; ``min_volume_mm3``: the study's
+    postprocessing of the ``mean`` and ``mirror`` rows (none when empty or 0).
     """
     from brainmets.data.splits import cases_in_split
     from brainmets.evaluation import evaluate_run_split, find_gt_cases
@@ -91,14 +97,31 @@ def ensemble_rows(
     for split, cases in selected.items():
         segment(cases, model, predictions(ENSEMBLE_MIRRORED, split), source=cohort, progress=progress,
                 unmirrored_dir=predictions(ENSEMBLE_UNMIRRORED, split))
-        for variant in (ENSEMBLE_UNMIRRORED, ENSEMBLE_MIRRORED):
-            evaluate(variant, split)
     decision = tune_on_split(predictions(ENSEMBLE_MIRRORED, TUNING_SPLIT), cohort,
                              cases_in_split(splits_table, TUNING_SPLIT), TUNING_SPLIT, grid, out_dir / DECISION_NAME)
+    study = {"min_volume_mm3": dict(min_volume_mm3)} if min_volume_mm3 and any(min_volume_mm3.values()) else None
     for split in selected:
         apply_to_dir(decision, predictions(ENSEMBLE_MIRRORED, split), predictions(ENSEMBLE_POSTPROCESSED, split))
+        for variant in (ENSEMBLE_UNMIRRORED, ENSEMBLE_MIRRORED):
+            if study is not None:
+                apply_to_dir(study, predictions(variant, split), predictions(variant, split))
+            evaluate(variant, split)
         evaluate(ENSEMBLE_POSTPROCESSED, split)
+    if study is not None:
+        for variant in (ENSEMBLE_UNMIRRORED, ENSEMBLE_MIRRORED):
+            _record_postprocessing(out_dir / variant / "predictions", study["min_volume_mm3"])
     return decision
+
+
+def _record_postprocessing(predictions: Path, min_volume_mm3: Mapping[str, float]) -> None:
+    """Say in each split's model card that the study's minimum volumes were applied to its labels."""
+    from brainmets.inference.card import CARD_NAME
+    from brainmets.io import read_json, write_json
+
+    for card_path in sorted(predictions.glob(f"*/{CARD_NAME}")):
+        card = read_json(card_path)
+        card["postprocessing"] = {"min_volume_mm3": dict(min_volume_mm3), "chosen_on": "the study's config"}
+        write_json(card_path, card)
 
 
 __all__ = ["TUNING_SPLIT", "ensemble_rows"]
