@@ -165,12 +165,13 @@ def bf16_gradient_faults(model: torch.nn.Module, batch_shape: tuple[int, ...], r
     layers in its second dense block (2^3) and lost a study run to a NaN loss.
 
     Each convolution is run alone on random data of the shape it receives in
-    ``model`` for a batch of ``batch_shape`` (found by one forward pass of one
-    sample in eval mode: no running statistic moves, no random number is drawn),
-    once under autocast and once in fp32; a fault is a weight gradient whose
-    largest difference exceeds ``tolerance`` times the largest fp32 value (bf16
-    rounding stays below 0.01 in every layer of the default networks; the broken kernel gave 1 to
-    1e37, or NaN).
+    ``model`` for a batch of ``batch_shape`` (found by one forward pass of a copy
+    in training mode, so that heads used only in training, such as deep
+    supervision, are seen; the model itself and the random stream are left as
+    they were), once under autocast and once in fp32; a fault is a weight
+    gradient whose largest difference exceeds ``tolerance`` times the largest
+    fp32 value (bf16 rounding stays below 0.01 in every layer of the default
+    networks; the broken kernel gave 1 to 1e37, or NaN).
     """
     seen: dict[str, tuple[torch.nn.Module, torch.Size, torch.memory_format]] = {}
 
@@ -182,22 +183,17 @@ def bf16_gradient_faults(model: torch.nn.Module, batch_shape: tuple[int, ...], r
             seen.setdefault(name, (module, x.shape, layout))
         return hook
 
-    convolutions = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.modules.conv._ConvNd)}
-    hooks = [m.register_forward_hook(record(name)) for name, m in convolutions.items()]
-    training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(runtime.inputs(torch.zeros((1, *batch_shape[1:]))))
-    finally:
-        model.train(training)
-        for hook in hooks:
-            hook.remove()
+    probe = copy.deepcopy(model).train()
+    for name, module in probe.named_modules():
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            module.register_forward_hook(record(name))
+    devices = [runtime.device] if runtime.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        probe(runtime.inputs(torch.zeros(batch_shape)))
     generator = torch.Generator().manual_seed(0)
     faults = []
-    for name, (module, shape, layout) in seen.items():
-        layer = copy.deepcopy(module)
-        x = torch.randn((batch_shape[0], *shape[1:]), generator=generator).to(runtime.device, memory_format=layout)
+    for name, (layer, shape, layout) in seen.items():
+        x = torch.randn(shape, generator=generator).to(runtime.device, memory_format=layout)
         upstream, grads = None, []
         for bf16 in (False, True):
             layer.zero_grad(set_to_none=True)
