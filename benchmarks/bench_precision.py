@@ -11,19 +11,22 @@ channels_last_3d, interleaved round by round so that load spikes hit every
 variant; medians over the rounds. Untrained networks (random weights): the cost
 of a window does not depend on the weights.
 
-Quality (``quality``): the default U-Net trained with config.yaml's settings
-(150 steps) on a few modality subsets and seeds, once with ``precision: fp32``
-and once with ``bf16`` (training and inference), predicting the val split of a
-trained study's cohort (``--results``, read only) and evaluating it (legacy and
-lesion-wise Dice per region, WT components below config.yaml's minimum removed
-as in the study). The verbs run in this process, one thread, fp32 and bf16 of
-a (subset, seed) back to back.
+Quality (``quality``): a default network (``--model``, the U-Net unless told)
+trained with config.yaml's settings (150 steps) on a few modality subsets and
+seeds, once with ``training.precision: fp32`` and once with ``bf16``, predicting
+the val split of a study's cohort (``--results``, read only; its data rules
+suffice) with config.yaml's inference settings (the same for both) and
+evaluating it (legacy and lesion-wise Dice per region, WT components below
+config.yaml's minimum removed as in the study). The verbs run in this process,
+one thread, fp32 and bf16 of a (subset, seed) back to back; steps/s is the
+training steps' own wall time (history.tsv ``seconds``: no start-up, no
+validation).
 
 Run::
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_precision.py speed --results /work/bench/after/results
     PYTHONPATH=src .venv/bin/python benchmarks/bench_precision.py quality --results /work/bench/after/results \\
-        --work /tmp/bf16 --seeds 0 1
+        --work /tmp/bf16 --seeds 0 1 2 [--model segmentor]
     PYTHONPATH=src .venv/bin/python benchmarks/bench_precision.py report --work /tmp/bf16
 
 Writes benchmarks/results/precision_speed.json; the report step writes
@@ -42,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,7 +54,7 @@ from bench_quality import cli, machine, metric_means  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 NETWORKS = ["unet", "segmentor", "detector", "resunet", "segresnet"]
-SUBSETS = ["t1c", "t1c+t1n+t2f+t2w", "t2f", "t1n"]
+SUBSETS = ["t1c", "t1c+t1n", "t2f", "t1c+t1n+t2f+t2w"]
 REGIONS = ["WT", "TC", "ET", "NETC", "SNFH"]
 
 
@@ -171,19 +175,19 @@ def quality(args) -> None:
 
     files = {}
     for precision in ("fp32", "bf16"):
-        config = default_config(training={"precision": precision}, inference={"precision": precision})
+        config = default_config(training={"precision": precision})
         files[precision] = work / "configs" / f"{precision}.yaml"
         files[precision].parent.mkdir(parents=True, exist_ok=True)
         write_resolved_config(config, files[precision])
     for seed in args.seeds:
         for subset in args.subsets:
             for precision in ("fp32", "bf16"):
-                run = work / precision / subset / f"seed{seed}"
+                run = work / args.model / precision / subset / f"seed{seed}"
                 record = run / "result.json"
                 if record.is_file():
                     continue
                 load = os.getloadavg()[0]
-                train = cli("train", "--config", files[precision], "--study", "modality", "--model", "unet",
+                train = cli("train", "--config", files[precision], "--study", "modality", "--model", args.model,
                             "--subset", subset, "--seed", seed, "--cache", cache, "--splits", splits,
                             "--out-dir", run / "train", "--threads", 1, "--no-progress")
                 predict = cli("predict", "--config", files[precision], "--model", run / "train" / "best.pt",
@@ -191,11 +195,16 @@ def quality(args) -> None:
                               "--no-progress")
                 cli("evaluate", "--pred-dir", run / "pred" / "predictions" / "val", "--gt-dir", gt,
                     "--out", run / "val.tsv", "--cases-from", splits, "--split", "val")
-                result = {"precision": precision, "subset": subset, "seed": seed, "train_cpu_s": train[0],
+                history = pd.read_csv(run / "train" / "history.tsv", sep="\t")
+                trained_in = yaml.safe_load((run / "train" / "config.yaml").read_text())["runtime"]["precision"]
+                result = {"model": args.model, "precision": precision, "trained_in": trained_in, "subset": subset,
+                          "seed": seed, "train_cpu_s": train[0],
+                          "steps_per_s": float(history["iteration"].iloc[-1] / history["seconds"].iloc[-1]),
                           "predict_cpu_s": predict[0], "load": [load, os.getloadavg()[0]],
                           "val": metric_means(run / "val.tsv")}
                 record.write_text(json.dumps(result, indent=1))
-                print(f"[{time.strftime('%H:%M:%S')}] {subset} seed {seed} {precision}: train {train[0]:.1f} s CPU, "
+                print(f"[{time.strftime('%H:%M:%S')}] {args.model} {subset} seed {seed} {precision} (trained in "
+                      f"{trained_in}): {result['steps_per_s']:.2f} steps/s, train {train[0]:.1f} s CPU, "
                       f"predict {predict[0]:.1f} s, WT legacy {100 * result['val']['WT']['legacy_dice']:.1f}, "
                       f"ET lesion {100 * result['val']['ET']['lesion_dice']:.1f}", file=sys.stderr, flush=True)
 
@@ -222,14 +231,15 @@ def speed_rows(speed: dict) -> list[str]:
 
 def quality_rows(runs: list[dict]) -> list[str]:
     keys = [(region, kind) for region in REGIONS for kind in ("legacy_dice", "lesion_dice")]
-    rows = ["| subset | seed | precision | train CPU s | predict CPU s (6 cases) | "
+    rows = ["| subset | seed | training.precision (ran in) | steps/s | train CPU s | predict CPU s (6 cases) | "
             + " | ".join(f"{r} {'legacy' if k == 'legacy_dice' else 'lesion'}" for r, k in keys) + " | WT FP/patient |",
-            "|" + "---|" * (6 + len(keys))]
+            "|" + "---|" * (7 + len(keys))]
     order = sorted(runs, key=lambda r: (SUBSETS.index(r["subset"]) if r["subset"] in SUBSETS else 99, r["seed"],
                                         r["precision"] != "fp32"))
     for r in order:
         v = r["val"]
-        rows.append(f"| {r['subset']} | {r['seed']} | {r['precision']} | {r['train_cpu_s']:.1f} | "
+        rows.append(f"| {r['subset']} | {r['seed']} | {r['precision']} ({r['trained_in']}) | {r['steps_per_s']:.2f} | "
+                    f"{r['train_cpu_s']:.1f} | "
                     f"{r['predict_cpu_s']:.1f} | " + " | ".join(f"{100 * v[reg][k]:.1f}" for reg, k in keys)
                     + f" | {v['WT']['num_fp']:.2f} |")
     by = {(r["subset"], r["seed"], r["precision"]): r for r in runs}
@@ -240,14 +250,18 @@ def quality_rows(runs: list[dict]) -> list[str]:
     def value(r, key):
         return r["val"]["WT"]["num_fp"] if key == "fp" else 100 * r["val"][key[0]][key[1]]
 
-    columns = [("train_cpu_s",), ("predict_cpu_s",), *keys, "fp"]
+    timings = [("steps_per_s",), ("train_cpu_s",), ("predict_cpu_s",)]
+    columns = [*timings, *keys, "fp"]
 
     def cell(r, key):
-        return r[key[0]] if key in (("train_cpu_s",), ("predict_cpu_s",)) else value(r, key)
+        return r[key[0]] if key in timings else value(r, key)
 
     means = {p: [np.mean([cell(by[(s, seed, p)], c) for s, seed in pairs]) for c in columns] for p in ("fp32", "bf16")}
     for p in ("fp32", "bf16"):
         rows.append(f"| **mean** | {len(pairs)} pairs | {p} | " + " | ".join(f"{v:.1f}" for v in means[p]) + " |")
+    fp32, bf16 = means["fp32"][:3], means["bf16"][:3]
+    rows.append("| **bf16 speed-up** | of the means | | " + f"{bf16[0] / fp32[0]:.2f}x | {fp32[1] / bf16[1]:.2f}x | "
+                f"{fp32[2] / bf16[2]:.2f}x |" + " |" * (len(columns) - 3))
     rows.append("| **bf16 - fp32** | mean of the pairs | | "
                 + " | ".join(f"{b - a:+.1f}" for a, b in zip(means["fp32"], means["bf16"])) + " |")
     # how far two seeds of one setting lie apart: the noise a precision difference is read against
@@ -268,7 +282,7 @@ def quality_rows(runs: list[dict]) -> list[str]:
 
 
 def report(args) -> None:
-    runs = [json.loads(p.read_text()) for p in sorted(Path(args.work).glob("*/*/seed*/result.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(Path(args.work).glob("*/*/*/seed*/result.json"))]
     RESULTS.joinpath("precision_quality.json").write_text(json.dumps(runs, indent=1))
     speed = json.loads(RESULTS.joinpath("precision_speed.json").read_text())
     notes = RESULTS / "precision_notes.md"
@@ -280,12 +294,15 @@ def report(args) -> None:
              f"{max(3, speed['rounds'] // 3)} predictions of case {speed['case']} (grid {speed['case_shape'][1:]}, "
              "config.yaml's overlap and batch size; detector: every window scored); x = fp32 time / bf16 time.", "",
              *speed_rows(speed), "",
-             "## Quality (benchmarks/bench_precision.py quality)", "",
-             "The default U-Net, config.yaml's settings (150 steps), trained and predicted once in fp32 and once in "
-             "bf16 (training.precision and inference.precision) per subset and seed, on the cohort, split and "
-             "cache of a finished default study; Dice x100 on its 6 val cases (WT components below 800 mm^3 "
-             "removed, as the study does). CPU seconds: the verb's own, in one warm process, one thread.", "",
-             *quality_rows(runs), ""]
+             *[line for model in sorted({r["model"] for r in runs}, key=NETWORKS.index) for line in (
+                 f"## Quality and training speed: {model} (benchmarks/bench_precision.py quality --model {model})", "",
+                 f"The default {model}, config.yaml's settings (150 steps), trained once with training.precision fp32 "
+                 "and once with bf16 per subset and seed, back to back in one process on one thread, on the cohort, "
+                 "split and cache of the default study's data rules; predicted with config.yaml's inference settings "
+                 "(the same for both: native_bf16); Dice x100 on the 6 val cases (WT components below 800 mm^3 "
+                 "removed, as the study does). steps/s: the training steps' own wall time (history.tsv); CPU "
+                 "seconds: the verb's own. 'ran in': the precision the run's config.yaml records.", "",
+                 *quality_rows([r for r in runs if r["model"] == model]), "")]]
     (RESULTS / "precision.md").write_text("\n".join(lines))
 
 
@@ -298,6 +315,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--subsets", nargs="+", default=SUBSETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--model", default="unet", help="quality: the network trained")
     args = parser.parse_args()
     if args.mode == "speed":
         path = RESULTS / "precision_speed.json"

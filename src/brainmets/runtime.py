@@ -13,7 +13,9 @@
   authors' ResUNet trained slower (benchmarks/results/precision.md).
   ``bf16`` and ``fp32`` force one everywhere. Under autocast the convolutions
   and matrix products run in bf16; losses are computed from float32 casts of the
-  outputs and inference returns float32.
+  outputs and inference returns float32. Training checks first that bf16 computes
+  its network's weight gradients right (:func:`bf16_gradient_faults`) and trains
+  in fp32 where it does not.
 * Memory format: ``channels_last`` (``auto``, true or false) says whether
   networks that suit it run in channels_last_3d. ``auto`` resolves per device
   to the choice the stage measured, so the stages pass it in: training turns
@@ -26,6 +28,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,3 +150,61 @@ class Runtime:
         """Wait for queued CUDA work (so that a wall-clock time covers it); nothing on the CPU."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def bf16_gradient_faults(model: torch.nn.Module, batch_shape: tuple[int, ...], runtime: Runtime,
+                         tolerance: float = 0.1) -> list[str]:
+    """Names of the convolutions of ``model`` whose weight gradient under bf16 autocast is wrong on this machine.
+
+    Why: torch 2.13's CPU kernel for the bf16 weight gradient of a 3x3x3
+    convolution (padding 1) whose input is 2 voxels deep reads memory it never
+    wrote, at some channel counts (32 in and 8 out among them, not 8 and 8): on
+    the 2-core AMD EPYC (avx512_bf16) every such gradient came out wrong, a
+    fifth of them non-finite, while the forward pass and the input gradient
+    were right. The default detector (DenseNet121 at a 16^3 patch) has two such
+    layers in its second dense block (2^3) and lost a study run to a NaN loss.
+
+    Each convolution is run alone on random data of the shape it receives in
+    ``model`` for a batch of ``batch_shape`` (found by one forward pass of a copy
+    in training mode, so that heads used only in training, such as deep
+    supervision, are seen; the model itself and the random stream are left as
+    they were), once under autocast and once in fp32; a fault is a weight
+    gradient whose largest difference exceeds ``tolerance`` times the largest
+    fp32 value (bf16 rounding stays below 0.01 in every layer of the default
+    networks; the broken kernel gave 1 to 1e37, or NaN).
+    """
+    seen: dict[str, tuple[torch.nn.Module, torch.Size, torch.memory_format]] = {}
+
+    def record(name: str):
+        def hook(module, args, output):
+            x = args[0]
+            layout = (torch.channels_last_3d if x.dim() == 5 and not x.is_contiguous()
+                      and x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format)
+            seen.setdefault(name, (module, x.shape, layout))
+        return hook
+
+    probe = copy.deepcopy(model).train()
+    for name, module in probe.named_modules():
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            module.register_forward_hook(record(name))
+    devices = [runtime.device] if runtime.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        probe(runtime.inputs(torch.zeros(batch_shape)))
+    generator = torch.Generator().manual_seed(0)
+    faults = []
+    for name, (layer, shape, layout) in seen.items():
+        x = torch.randn(shape, generator=generator).to(runtime.device, memory_format=layout)
+        upstream, grads = None, []
+        for bf16 in (False, True):
+            layer.zero_grad(set_to_none=True)
+            with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = layer(x)
+            if upstream is None:
+                upstream = torch.randn(out.shape, generator=generator).to(runtime.device)
+            (out.float() * upstream).sum().backward()
+            grads.append(layer.weight.grad.float())
+        reference, tested = grads
+        error = float((tested - reference).abs().max() / reference.abs().max())
+        if not error <= tolerance:  # NaN included
+            faults.append(name)
+    return faults

@@ -10,7 +10,7 @@ from brainmets.cli import main as cli_main
 from brainmets.config import ConfigError, validate_model, validate_section
 from brainmets.errors import BrainmetsError
 from brainmets.inference import InferenceSettings, inference_runtime
-from brainmets.runtime import Runtime, cpu_flags, cpu_runs_bf16_natively, resolve_device
+from brainmets.runtime import Runtime, bf16_gradient_faults, cpu_flags, cpu_runs_bf16_natively, resolve_device
 
 CUDA = torch.cuda.is_available()
 #: the allowed values as the schema's $defs/device describes them
@@ -160,8 +160,33 @@ def test_the_training_loss_of_bf16_outputs_is_computed_in_fp32():
 
     logits = torch.randn(2, 3, 8, 8, 8, generator=torch.Generator().manual_seed(0)).bfloat16()
     target = (torch.rand(2, 3, 8, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.7).float()
-    loss = segmentation_loss(logits, [], target, 0.5, None)
+    aux = logits[:, :, ::2, ::2, ::2]  # a deep-supervision head at half size, bf16 as well
+    loss = segmentation_loss(logits, [aux], target, 0.5, None)
     assert loss.dtype == torch.float32
-    assert torch.equal(loss, segmentation_loss(logits.float(), [], target, 0.5, None))
+    assert torch.equal(loss, segmentation_loss(logits.float(), [aux.float()], target, 0.5, None))
     scores = logits[:, 0, 0, 0, :1]
     assert detection_loss(scores, target[:, 0, 0, 0, :1]).dtype == torch.float32
+
+
+class ShiftedConv(torch.nn.Conv3d):
+    """A convolution of its input shifted by 1024, the shift's own response taken off: the same result as
+    a plain convolution in fp32, but bf16 (8 significant bits) keeps nothing of the input beside 1024."""
+
+    def forward(self, x):
+        shift = torch.full_like(x, 1024.0)
+        return super().forward(x + shift) - super().forward(shift)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_gradient_faults_names_the_convolutions_bf16_gets_wrong(channels_last):
+    model = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU(), ShiftedConv(4, 4, 3, padding=1),
+                                torch.nn.Conv3d(4, 1, 1))
+    runtime = Runtime.create("cpu", channels_last, precision="bf16")
+    model = runtime.place(model).train()
+    rng = torch.get_rng_state()
+    assert bf16_gradient_faults(model, (3, 2, 6, 6, 6), runtime) == ["2"]
+    # checking changes nothing of the run: random stream, mode, weights' gradients
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    plain = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 1, 1))
+    assert bf16_gradient_faults(runtime.place(plain), (3, 2, 6, 6, 6), runtime) == []

@@ -184,3 +184,32 @@ def test_precision_auto_trains_the_same_weights_as_fp32_on_the_cpu_and_bf16_othe
     assert_same_weights(trained["auto"], trained["fp32"])
     changed = [k for k in trained["fp32"] if not torch.equal(trained["fp32"][k], trained["bf16"][k])]
     assert changed  # bf16 really ran: its rounding moved the weights
+
+
+def test_bf16_training_of_the_default_detector_falls_back_to_fp32_where_bf16_gets_its_gradients_wrong(
+        tiny_data, tiny_config, tmp_path):
+    """config.yaml's detector reaches 2^3 voxels in its second dense block, where torch 2.13's bf16 CPU kernel
+    for the weight gradient of a 3x3x3 convolution is broken (a default study lost a run to a NaN loss)."""
+    from brainmets.models import build_model
+    from brainmets.runtime import Runtime, bf16_gradient_faults
+
+    spec = validate_model("detector", {"arch": "densenet121", "init_features": 8, "growth_rate": 8,
+                                       "block_config": [2, 2, 2], "dropout": 0.2, "patch": [16, 16, 16]})
+    tiny_config["models"]["detector"] = spec
+    tiny_config["training"]["detection"]["iterations"] = 24
+    tiny_config["training"].update(val_every=12, checkpoint_every=12)
+    trained = {}
+    for precision in ("bf16", "fp32"):
+        tiny_config["training"]["precision"] = precision
+        result = train(tiny_config, request(tiny_data, tmp_path / precision, "detector"), progress=False)
+        assert result.status == "trained"
+        trained[precision] = (weights(tmp_path / precision / "model.pt"),
+                              yaml.safe_load((tmp_path / precision / "config.yaml").read_text())["runtime"]["precision"])
+    runtime = Runtime.create("cpu", True, precision="bf16")
+    faults = bf16_gradient_faults(runtime.place(build_model("detector", spec, 2, 1)), (4, 2, 16, 16, 16), runtime)
+    if faults:  # this machine's bf16: the run trains exactly as in fp32, and says so
+        assert trained["bf16"][1] == "fp32"
+        assert_same_weights(trained["bf16"][0], trained["fp32"][0])
+    else:
+        assert trained["bf16"][1] == "bf16"
+        assert any(not torch.equal(a, b) for a, b in zip(trained["bf16"][0].values(), trained["fp32"][0].values()))

@@ -39,7 +39,7 @@ from brainmets.models import (
     resolve_arch,
     save_trained,
 )
-from brainmets.runtime import Runtime
+from brainmets.runtime import Runtime, bf16_gradient_faults
 from brainmets.stopping import StopSignals
 from brainmets.tracking import RunTracker, tracking_uri
 from brainmets.training.augment import PatchAugmenter
@@ -138,6 +138,16 @@ class Trainer:
             torch.set_num_threads(int(threads))
         if self.runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: the fastest kernels are found once
+        torch.manual_seed(request.seed)
+        self.model = self.runtime.place(build_model(request.model, self.spec, self.in_channels, self.out_channels))
+        self.model.train()
+        if self.runtime.bf16:
+            batch_shape = (ts.batch_patients * ts.crops_per_patient, self.in_channels, *self.patch)
+            faults = bf16_gradient_faults(self.model, batch_shape, self.runtime)
+            if faults:
+                logger.warning("training in fp32, not bf16: on this machine (torch %s) bf16 computes wrong weight "
+                               "gradients for %s of %s", torch.__version__, ", ".join(faults), request.model)
+                self.runtime = dataclasses.replace(self.runtime, bf16=False)
 
         used = {"train": cases["train"], "val": val_cases}
         inference = InferenceSettings.from_config(config)
@@ -148,9 +158,6 @@ class Trainer:
         self.fingerprint = _fingerprint(self.resolved, used)
         write_text(self.out_dir / "config.yaml", _yaml(self.resolved))  # creates out_dir (a clear error when it cannot)
 
-        torch.manual_seed(request.seed)
-        self.model = self.runtime.place(build_model(request.model, self.spec, self.in_channels, self.out_channels))
-        self.model.train()
         self.optimizer = build_optimizer(self.model.parameters(), ts.optimizer)
         self.scheduler = build_scheduler(self.optimizer, ts.schedule, ts.iterations)
 
