@@ -186,6 +186,15 @@ def test_precision_auto_trains_the_same_weights_as_fp32_on_the_cpu_and_bf16_othe
     assert changed  # bf16 really ran: its rounding moved the weights
 
 
+def test_precision_by_model_overrides_the_training_precision_for_that_model_only(tiny_data, tiny_config, tmp_path):
+    tiny_config["training"].update(device="cpu", precision="bf16", precision_by_model={"unet": "fp32"})
+    unet = Trainer(tiny_config, request(tiny_data, tmp_path / "unet"))
+    assert unet.runtime.bf16 is False
+    assert yaml.safe_load((tmp_path / "unet" / "config.yaml").read_text())["runtime"]["precision"] == "fp32"
+    tiny_config["training"]["precision_by_model"] = {"segmentor": "fp32"}
+    assert Trainer(tiny_config, request(tiny_data, tmp_path / "other")).runtime.bf16 is True
+
+
 def test_bf16_training_of_the_default_detector_falls_back_to_fp32_where_bf16_gets_its_gradients_wrong(
         tiny_data, tiny_config, tmp_path):
     """config.yaml's detector reaches 2^3 voxels in its second dense block, where torch 2.13's bf16 CPU kernel

@@ -177,6 +177,14 @@ def test_unknown_baseline_model_lists_the_defined_models():
     assert "defined models:" in message and "unet" in message
 
 
+def test_unknown_model_in_precision_by_model():
+    config = default_config()
+    config["training"]["precision_by_model"] = {"resunett": "fp32"}
+    message = problems_of(config)
+    assert "training.precision_by_model.resunett names model 'resunett'" in message
+    assert "did you mean 'resunet'" in message
+
+
 def test_unknown_twostage_and_modality_models():
     config = default_config()
     config["twostage"]["detector"] = "yolo"

@@ -26,7 +26,7 @@ nothing again. In short:
     and each crop is augmented alone (scope crop).
 ``training`` (top level)
     checkpoint_every, val_every, val_max_cases, keep_best,
-    log_every, device, threads, channels_last, precision, prefetch.
+    log_every, device, threads, channels_last, precision, precision_by_model, prefetch.
 
 An ``optimizer``/``schedule`` mapping with the task's default name (or none)
 refines the task's defaults; another name starts from that optimiser's or
@@ -158,7 +158,13 @@ class TrainingSettings:
     channels_last: str
     #: auto, native_bf16, bf16 or fp32 (brainmets.runtime)
     precision: str
+    #: per registry name, the precision that replaces ``precision`` for that model
+    precision_by_model: dict[str, str]
     prefetch: int
+
+    def precision_of(self, model: str) -> str:
+        """The training precision of registry entry ``model``."""
+        return self.precision_by_model.get(model, self.precision)
 
     def task(self, name: str) -> TaskSettings:
         return self.segmentation if name == "segmentation" else self.detection

@@ -132,7 +132,8 @@ class Trainer:
 
         suits = is_convolutional(self.spec) and resolve_arch(request.model, self.spec) not in _NOT_CHANNELS_LAST
         self.runtime = Runtime.create(settings.device, settings.channels_last, auto_on_cpu=suits,
-                                      auto_on_cuda=suits, section="training", precision=settings.precision)
+                                      auto_on_cuda=suits, section="training",
+                                      precision=settings.precision_of(request.model))
         threads = request.threads or settings.threads
         if threads:
             torch.set_num_threads(int(threads))
