@@ -373,6 +373,8 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
                   ("twostage.segmentor", two["segmentor"])]
     references += [(f"baselines.models[{i}]", name) for i, name in enumerate(base["models"])]
     references += [(f"training.precision_by_model.{name}", name) for name in config["training"]["precision_by_model"]]
+    references += [(f"training.pos_fraction_by_model.{name}", name)
+                   for name in config["training"]["pos_fraction_by_model"]]
     for where, name in references:
         if name not in models:
             hint = difflib.get_close_matches(name, list(models), n=1)

@@ -195,6 +195,16 @@ def test_precision_by_model_overrides_the_training_precision_for_that_model_only
     assert Trainer(tiny_config, request(tiny_data, tmp_path / "other")).runtime.bf16 is True
 
 
+def test_pos_fraction_by_model_overrides_the_task_pos_fraction_for_that_model_only(tiny_data, tiny_config, tmp_path):
+    tiny_config["training"]["segmentation"]["pos_fraction"] = 0.25
+    tiny_config["training"]["pos_fraction_by_model"] = {"unet": 0.75}
+    unet = Trainer(tiny_config, request(tiny_data, tmp_path / "unet"))
+    assert unet.sampler.pos_fraction == 0.75
+    assert yaml.safe_load((tmp_path / "unet" / "config.yaml").read_text())["training"]["segmentation"]["pos_fraction"] == 0.75
+    tiny_config["training"]["pos_fraction_by_model"] = {"segmentor": 0.75}
+    assert Trainer(tiny_config, request(tiny_data, tmp_path / "other")).sampler.pos_fraction == 0.25
+
+
 def test_bf16_training_of_the_default_detector_falls_back_to_fp32_where_bf16_gets_its_gradients_wrong(
         tiny_data, tiny_config, tmp_path):
     """config.yaml's detector reaches 2^3 voxels in its second dense block, where torch 2.13's bf16 CPU kernel

@@ -185,6 +185,14 @@ def test_unknown_model_in_precision_by_model():
     assert "did you mean 'resunet'" in message
 
 
+def test_unknown_model_in_pos_fraction_by_model():
+    config = default_config()
+    config["training"]["pos_fraction_by_model"] = {"segmentr": 0.5}
+    message = problems_of(config)
+    assert "training.pos_fraction_by_model.segmentr names model 'segmentr'" in message
+    assert "did you mean 'segmentor'" in message
+
+
 def test_unknown_twostage_and_modality_models():
     config = default_config()
     config["twostage"]["detector"] = "yolo"

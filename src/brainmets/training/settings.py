@@ -26,7 +26,8 @@ nothing again. In short:
     and each crop is augmented alone (scope crop).
 ``training`` (top level)
     checkpoint_every, val_every, val_max_cases, keep_best,
-    log_every, device, threads, channels_last, precision, precision_by_model, prefetch.
+    log_every, device, threads, channels_last, precision, precision_by_model, pos_fraction_by_model,
+    prefetch.
 
 An ``optimizer``/``schedule`` mapping with the task's default name (or none)
 refines the task's defaults; another name starts from that optimiser's or
@@ -160,6 +161,8 @@ class TrainingSettings:
     precision: str
     #: per registry name, the precision that replaces ``precision`` for that model
     precision_by_model: dict[str, str]
+    #: per registry name, the pos_fraction that replaces its task's for that model
+    pos_fraction_by_model: dict[str, float]
     prefetch: int
 
     def precision_of(self, model: str) -> str:
@@ -168,6 +171,13 @@ class TrainingSettings:
 
     def task(self, name: str) -> TaskSettings:
         return self.segmentation if name == "segmentation" else self.detection
+
+    def task_of(self, model: str, task: str) -> TaskSettings:
+        """The ``task`` settings registry entry ``model`` trains with (its pos_fraction_by_model applied)."""
+        ts = self.task(task)
+        if model in self.pos_fraction_by_model:
+            ts = dataclasses.replace(ts, pos_fraction=float(self.pos_fraction_by_model[model]))
+        return ts
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-friendly dict (tuples become lists)."""

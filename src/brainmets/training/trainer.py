@@ -111,7 +111,7 @@ class Trainer:
         self.spec = model_spec(config, request.model)
         self.task = model_task(request.model, self.spec)
         self.patch = model_patch(request.model, self.spec)
-        ts = self.settings.task(self.task)
+        ts = self.settings.task_of(request.model, self.task)
         if request.iterations is not None:
             if request.iterations < 1:
                 raise BrainmetsError(f"--iterations must be >= 1, got {request.iterations}")
