@@ -25,6 +25,11 @@ from pathlib import Path
 
 import pytest
 
+# A test run started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT
+# ignored, and StopSignals rightly leaves an ignored signal alone; the Ctrl-C tests need it caught.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 #: Executables tried in this order; setup.sh --test installs the first.
 CHROMIUM_NAMES = ("chromium-headless-shell", "chromium")
 

@@ -6,6 +6,9 @@
 # name. Safe to run twice or after a failed start; leaves SLURM_DIR (logs) in
 # place for inspection.
 set -uo pipefail
+# Root's tools (runuser, the daemons) live in the sbin directories, which a minimal PATH
+# (env -i, cron) leaves out.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 SLURM_DIR=${SLURM_DIR:-/tmp/brainmets-slurm}
 export SLURM_CONF=$SLURM_DIR/etc/slurm.conf
 

@@ -43,6 +43,9 @@
 # Packages (Debian 12): munge slurmctld slurmd slurm-client, and with
 # accounting slurmdbd mariadb-server.
 set -euo pipefail
+# Root's tools (runuser, the daemons) live in the sbin directories, which a minimal PATH
+# (env -i, cron) leaves out.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 INSTALL_ONLY=0
 for arg in "$@"; do
