@@ -55,6 +55,24 @@ def config_override(section: str, key: str) -> Callable[[str], Any]:
     return check
 
 
+def inference_settings(config_path, device: str | None = None):
+    """``(config, InferenceSettings)`` of an optional ``--config`` file, with a ``--device`` override
+    (segment, ensemble); the config is None without the file."""
+    import dataclasses
+
+    from brainmets.inference import InferenceSettings
+
+    config = None
+    if config_path:
+        from brainmets.config import load_config
+
+        config = load_config(config_path)
+    settings = InferenceSettings.from_config(config)
+    if device:
+        settings = dataclasses.replace(settings, device=device)
+    return config, settings
+
+
 def zipped(per: str, unique: tuple[str, ...], **lists: list | None) -> list[tuple]:
     """The values of flags given once per run (``--seed S... --out-dir D...``), zipped into one tuple per run.
 

@@ -43,22 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
+    from brainmets.cli import inference_settings
     from brainmets.errors import BrainmetsError
-    from brainmets.inference import InferenceSettings
     from brainmets.inference.ensemble import ensemble_rows
 
     if args.workers < 1:
         raise BrainmetsError(f"--workers must be at least 1, got {args.workers}")
-    config = None
-    if args.config:
-        from brainmets.config import load_config
-
-        config = load_config(args.config)
-    settings = InferenceSettings.from_config(config)
-    if args.device:
-        settings = dataclasses.replace(settings, device=args.device)
+    config, settings = inference_settings(args.config, args.device)
     decision = ensemble_rows(args.model, args.detector, settings, args.cohort, args.splits, args.split, args.out,
                              args.grid, min_volume_mm3=config["postprocessing"]["min_volume_mm3"] if config else None,
                              workers=args.workers, progress=not args.no_progress)

@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from brainmets.cli import inference_settings
     from brainmets.errors import BrainmetsError
-    from brainmets.inference import InferenceSettings
     from brainmets.inference.segment import cases_of_splits, explicit_case, find_cases, load_model, segment
 
     files = {modality: getattr(args, modality) for modality in MODALITIES}
@@ -69,14 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise BrainmetsError("give either INPUT (a folder) or the sequence files (--t1n --t1c --t2w --t2f), not both")
     if args.case and not explicit:
         raise BrainmetsError("--case names a case given by its files; a folder's cases are named by their folders")
-    config = None
-    if args.config:
-        from brainmets.config import load_config
-
-        config = load_config(args.config)
-    settings = InferenceSettings.from_config(config)
-    if args.device:
-        settings = dataclasses.replace(settings, device=args.device)
+    config, settings = inference_settings(args.config, args.device)
     if args.checkpoint:
         settings = dataclasses.replace(settings, checkpoint=args.checkpoint)
     if (args.splits is None) != (args.split is None):
