@@ -81,7 +81,7 @@ def test_paper_setup_runs_end_to_end_on_full_size_cases(snakemake):
     combined = pd.read_csv(results / COMBINED / "inference" / "test.tsv", sep="\t")
     assert combined["detector_checkpoint"].eq("best.pt").all()
 
-    # the selection chose one of the two subsets; the tables have their rows
+    # the selection chose the study's subset; the tables have their rows
     decision = json.loads((results / "selection" / "modality.json").read_text())
     assert decision["chosen_subset"] in SUBSETS
     assert len(pd.read_csv(results / "tables" / "table1_modality.csv")) == len(SUBSETS)
