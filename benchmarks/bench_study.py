@@ -36,7 +36,9 @@ With ``--compare`` both studies are tabulated side by side (before = RESULTS,
 after = OTHER_RESULTS) with the ratio of their totals, and their numbers are
 compared file by file: every run's ``metrics/*.tsv``, the subset decision and
 the tables (a table with timings, such as the efficiency table, differs by its
-seconds alone).
+seconds alone). Where the numbers are meant to move a little (another
+precision), it also tabulates how far every run group's mean Dice moved per
+split, against the spread between the seeds of the first study.
 """
 
 from __future__ import annotations
@@ -299,6 +301,68 @@ def same_numbers(before: Path, after: Path) -> list[str]:
     return lines
 
 
+#: A single run's metric file: ``<group>/seed<k>/metrics/<split>.tsv`` (ensembles and lesion tables aside).
+_RUN_METRICS = re.compile(r"^(?P<group>.+)/seed(?P<seed>\d+)/metrics/(?P<split>[a-z]+)\.tsv$")
+
+
+def run_dice(results: Path) -> dict[tuple[str, str, str], dict[str, list[float]]]:
+    """Per (split, run group, region): each seed's mean legacy and lesion-wise Dice over the cases."""
+    out: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for path in sorted(results.glob("**/seed*/metrics/*.tsv")):
+        match = _RUN_METRICS.match(path.relative_to(results).as_posix())
+        if not match:
+            continue
+        by_region: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                for column in ("legacy_dice", "lesion_dice"):
+                    value = float(row[column]) if row.get(column) not in (None, "") else float("nan")
+                    if value == value:
+                        by_region[row["region"]][column].append(value)
+        for region, columns in by_region.items():
+            key = (match["split"], match["group"], region)
+            entry = out.setdefault(key, {"legacy_dice": [], "lesion_dice": []})
+            for column, values in columns.items():
+                entry[column].append(100 * sum(values) / len(values))
+    return out
+
+
+def moved_numbers(before: Path, after: Path) -> list[str]:
+    """Markdown table: how far the runs' Dice moved (after - before), next to the seed-to-seed spread.
+
+    For studies whose numbers are meant to move a little (another precision, say): per split, over every
+    run group and region both studies have (mean over seeds of the per-case mean Dice, x100), the mean
+    shift, the mean absolute shift, and the median range over seeds within ``before``.
+    """
+    old, new = run_dice(before), run_dice(after)
+    lines = ["| split | groups | mean shift, legacy / lesion-wise | mean abs shift | median seed range (before) |",
+             "|---|---:|---:|---:|---:|"]
+    for split in sorted({key[0] for key in old}):
+        keys = [key for key in old if key[0] == split and key in new]
+        if not keys:
+            continue
+        cells = []
+        for reduce in ("shift", "abs", "range"):
+            parts = []
+            for column in ("legacy_dice", "lesion_dice"):
+                values = []
+                for key in keys:
+                    a, b = old[key][column], new[key][column]
+                    if not a or not b:
+                        continue
+                    shift = sum(b) / len(b) - sum(a) / len(a)
+                    values.append({"shift": shift, "abs": abs(shift), "range": max(a) - min(a)}[reduce])
+                if reduce == "range":
+                    values.sort()
+                    parts.append(f"{values[len(values) // 2]:.1f}" if values else "-")
+                else:
+                    parts.append(f"{sum(values) / len(values):+.1f}" if values and reduce == "shift"
+                                 else f"{sum(values) / len(values):.1f}" if values else "-")
+            cells.append(" / ".join(parts))
+        lines.append(f"| {split} | {len(keys)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -330,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"## {args.compare}", ""] + summary(after) + [""] + profile_table(after) + [""]
         lines += [f"## {args.results} (before) against {args.compare} (after)", ""] + comparison(before, after)
         lines += ["", "Same numbers:", ""] + same_numbers(args.results, args.compare)
+        lines += ["", "How far the runs' Dice moved:", ""] + moved_numbers(args.results, args.compare)
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     if args.out:
