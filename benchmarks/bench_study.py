@@ -339,27 +339,24 @@ def moved_numbers(before: Path, after: Path) -> list[str]:
              "|---|---:|---:|---:|---:|"]
     for split in sorted({key[0] for key in old}):
         keys = [key for key in old if key[0] == split and key in new]
+        shifts: dict[str, list[float]] = defaultdict(list)
+        ranges: dict[str, list[float]] = defaultdict(list)
+        for key in keys:
+            for column in ("legacy_dice", "lesion_dice"):
+                a, b = old[key][column], new[key][column]
+                if a and b:
+                    shifts[column].append(sum(b) / len(b) - sum(a) / len(a))
+                    ranges[column].append(max(a) - min(a))
         if not keys:
             continue
-        cells = []
-        for reduce in ("shift", "abs", "range"):
-            parts = []
-            for column in ("legacy_dice", "lesion_dice"):
-                values = []
-                for key in keys:
-                    a, b = old[key][column], new[key][column]
-                    if not a or not b:
-                        continue
-                    shift = sum(b) / len(b) - sum(a) / len(a)
-                    values.append({"shift": shift, "abs": abs(shift), "range": max(a) - min(a)}[reduce])
-                if reduce == "range":
-                    values.sort()
-                    parts.append(f"{values[len(values) // 2]:.1f}" if values else "-")
-                else:
-                    parts.append(f"{sum(values) / len(values):+.1f}" if values and reduce == "shift"
-                                 else f"{sum(values) / len(values):.1f}" if values else "-")
-            cells.append(" / ".join(parts))
-        lines.append(f"| {split} | {len(keys)} | " + " | ".join(cells) + " |")
+
+        def cell(values: dict[str, list[float]], reduce) -> str:
+            return " / ".join(reduce(values[c]) if values[c] else "-" for c in ("legacy_dice", "lesion_dice"))
+
+        mean = cell(shifts, lambda v: f"{sum(v) / len(v):+.1f}")
+        mean_abs = cell(shifts, lambda v: f"{sum(map(abs, v)) / len(v):.1f}")
+        median_range = cell(ranges, lambda v: f"{sorted(v)[len(v) // 2]:.1f}")
+        lines.append(f"| {split} | {len(keys)} | {mean} | {mean_abs} | {median_range} |")
     return lines
 
 
