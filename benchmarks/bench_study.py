@@ -302,7 +302,7 @@ def same_numbers(before: Path, after: Path) -> list[str]:
 
 
 #: A single run's metric file: ``<group>/seed<k>/metrics/<split>.tsv`` (ensembles and lesion tables aside).
-_RUN_METRICS = re.compile(r"^(?P<group>.+)/seed(?P<seed>\d+)/metrics/(?P<split>[a-z]+)\.tsv$")
+_RUN_METRICS = re.compile(r"^(?P<group>.+)/seed\d+/metrics/(?P<split>[a-z]+)\.tsv$")
 
 
 def run_dice(results: Path) -> dict[tuple[str, str, str], dict[str, list[float]]]:
@@ -316,8 +316,8 @@ def run_dice(results: Path) -> dict[tuple[str, str, str], dict[str, list[float]]
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle, delimiter="\t"):
                 for column in ("legacy_dice", "lesion_dice"):
-                    value = float(row[column]) if row.get(column) not in (None, "") else float("nan")
-                    if value == value:
+                    value = float(row.get(column) or "nan")
+                    if value == value:  # empty and NaN cells (no lesion to score) are left out
                         by_region[row["region"]][column].append(value)
         for region, columns in by_region.items():
             key = (match["split"], match["group"], region)
@@ -339,6 +339,8 @@ def moved_numbers(before: Path, after: Path) -> list[str]:
              "|---|---:|---:|---:|---:|"]
     for split in sorted({key[0] for key in old}):
         keys = [key for key in old if key[0] == split and key in new]
+        if not keys:
+            continue
         shifts: dict[str, list[float]] = defaultdict(list)
         ranges: dict[str, list[float]] = defaultdict(list)
         for key in keys:
@@ -347,8 +349,6 @@ def moved_numbers(before: Path, after: Path) -> list[str]:
                 if a and b:
                     shifts[column].append(sum(b) / len(b) - sum(a) / len(a))
                     ranges[column].append(max(a) - min(a))
-        if not keys:
-            continue
 
         def cell(values: dict[str, list[float]], reduce) -> str:
             return " / ".join(reduce(values[c]) if values[c] else "-" for c in ("legacy_dice", "lesion_dice"))
