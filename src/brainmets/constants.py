@@ -35,6 +35,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: writes both (and checkpoints.json, keyed the same way, with their iteration and score).
 CHECKPOINT_FILES: dict[str, str] = {"best": "best.pt", "final": "model.pt"}
 
+#: The model card written beside every run's weights and every segmentation (brainmets.inference.card).
+CARD_NAME = "model.json"
+
 #: Folders of a seed ensemble's Table 2 rows (``ensembles/<source>/<subset>/<variant>/``): the seeds'
 #: probabilities averaged, the same with mirroring, and that with the postprocessing tuned on val.
 ENSEMBLE_UNMIRRORED = "mean"

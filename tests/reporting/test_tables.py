@@ -421,7 +421,15 @@ def test_ensemble_rows_in_table2_only(fake_results):
     expected = 100 * seed0[seed0["region"] == "ET"]["lesion_dice"].mean()
     assert df.loc[ensembles, "lesion_dice_ET"].tolist() == pytest.approx([expected] * 3, abs=1e-6)
     assert df.loc[ensembles, "n_seeds"].tolist() == [1, 1, 1] and df.loc[ensembles, "lesion_dice_ET_std"].isna().all()
-    assert "Seed ensembles: one prediction" in (out / "table2_comparison.tex").read_text()
+    tex = (out / "table2_comparison.tex").read_text()
+    assert "Seed ensembles: one prediction" in tex
+    assert "mirroring averages the mirror images;" in tex  # no card to say which
+    # the caption says what the mirrored predictions' card records (inference.mirror_axes)
+    card = fake_results.results / "ensembles" / "twostage" / "selected" / "mirror" / "predictions" / "test" / "model.json"
+    card.parent.mkdir(parents=True)
+    card.write_text('{"inference": {"mirror": true, "mirror_axes": [2]}}')
+    make_tables(fake_results.results, load_report_config(fake_results.config), out)
+    assert "mirroring averages the image and its flip along z;" in (out / "table2_comparison.tex").read_text()
     # the other tables keep their rows
     assert not pd.read_csv(out / "table2_significance.csv")["model"].str.contains("ensemble").any()
 

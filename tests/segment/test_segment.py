@@ -206,6 +206,36 @@ def test_mirroring_averages_the_eight_mirror_images(trained, new_cases):
         predict_single_pass(net, volume, SETTINGS, runtime).probabilities.numpy(), meta)[0], atol=1e-6)
 
 
+def test_mirror_axes_choose_the_images_averaged(tmp_path, capsys, trained, new_cases):
+    """inference.mirror_axes [0]: the plain prediction and its x flip averaged, nothing else; the card says so."""
+    case = NEW[0]
+    files = find_cases(new_cases)[case]
+    settings = dataclasses.replace(SETTINGS, mirror_axes=[0])
+    x_only = load_model([trained.runs["unet0"]], settings=settings, mirror=True)
+    mirrored = segment_case(case, files, x_only)
+
+    net, runtime = x_only.members[0].segmentor, x_only.runtime
+    image, meta = preprocess_unlabelled(case, files)
+    volume = torch.from_numpy(image)
+    expected = (predict_single_pass(net, volume, settings, runtime).probabilities
+                + torch.flip(predict_single_pass(net, torch.flip(volume, (1,)), settings, runtime).probabilities,
+                             (1,))) / 2
+    np.testing.assert_allclose(mirrored.probabilities, probabilities_to_original_grid(expected.numpy(), meta)[0],
+                               atol=1e-6)
+    all_eight = segment_case(case, files, model(trained, "unet0", mirror=True))
+    assert not np.allclose(mirrored.probabilities, all_eight.probabilities, atol=1e-4)
+
+    out = tmp_path / "out"
+    assert cli_main(["segment", str(new_cases / case), "-m", str(trained.runs["unet0"]), "-o", str(out),
+                     "--mirror-axes", "2", "0", "--device", "cpu", "--no-progress"]) == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["inference"]["mirror"] is True and card["inference"]["mirror_axes"] == [0, 2]
+    assert cli_main(["segment", str(new_cases / case), "-m", str(trained.runs["unet0"]), "-o", str(tmp_path / "o2"),
+                     "--mirror-axes", "0", "0", "--device", "cpu", "--no-progress"]) != 0
+    assert "--mirror-axes 0 0: each axis once" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
 def test_two_stage_pair_and_explicit_files(tmp_path, trained, new_cases):
     case = NEW[0]
     out = tmp_path / "out"

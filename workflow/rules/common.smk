@@ -121,6 +121,9 @@ BASELINE_SUBSET = config["baselines"]["subset"]
 PREDICT_WEIGHTS = CHECKPOINT_FILES[config["inference"]["checkpoint"]]
 #: `brainmets train` arguments of the single-pass runs: predict val and test in the training job,
 #: then evaluate them there against the cohort's ground truth (a param: a changed root reruns the job)
+#: The inference settings a study prediction reads (params: a change re-predicts): all but the
+#: test-time mirroring, which only the seed ensembles and `brainmets segment` use.
+PREDICT_INFERENCE = {k: v for k, v in config["inference"].items() if k != "mirror_axes"}
 PREDICT_ARGS = f"--predict {' '.join(EVAL_SPLITS)} --predict-weights {PREDICT_WEIGHTS} --evaluate-gt {COHORT_ROOT}"
 
 

@@ -5,7 +5,7 @@
 # study's network of a subset), all seeds, one job (`brainmets ensemble`) writes
 # ensembles/<source>/<subset>/:
 #   mean/       the raw val + test cases segmented as new patients are, seeds' probabilities averaged
-#   mirror/     the same with mirroring (the 8 mirror images averaged; mean/ is their identity
+#   mirror/     the same with mirroring (the mirror images of inference.mirror_axes averaged; mean/ is their identity
 #               image, so both come from the same passes)
 #   mirror_pp/  mirror/ with small components removed; the minimum volumes
 #               (postprocessing.json) are chosen on mirror/'s VALIDATION predictions only

@@ -30,7 +30,7 @@ rule predict_twostage:
         out_dir=predict_out_dirs,
         splits=EVAL_SPLITS,
         gt_dir=COHORT_ROOT,
-        inference=config["inference"],
+        inference=PREDICT_INFERENCE,
         postprocessing=config["postprocessing"],
     threads: RES["predict"]["threads"]
     resources:

@@ -38,7 +38,7 @@ rule train_modality:
         detector=detector_arg,
         settings=model_settings,
         predict=PREDICT_ARGS,
-        inference=config["inference"],
+        inference=PREDICT_INFERENCE,
         postprocessing=config["postprocessing"],
     threads: RES["train"]["threads"]
     resources:

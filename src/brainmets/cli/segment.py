@@ -35,7 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="detector run(s), one per --model run: run the two-stage model")
     parser.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time augmentation: average over the 8 mirror images (default on)")
+                        help="test-time augmentation: average over the mirror images (default on; all 8 "
+                        "unless --mirror-axes or the config's inference.mirror_axes says otherwise)")
+    parser.add_argument("--mirror-axes", type=int, nargs="+", choices=(0, 1, 2), metavar="AXIS",
+                        help="override inference.mirror_axes: the axes mirroring flips (0 x, 1 y, 2 z), "
+                        "every combination of them: 2^k images")
     post = parser.add_mutually_exclusive_group()
     post.add_argument("--postprocessing", type=Path, metavar="JSON",
                       help="remove small components with this decision (postprocessing.json); default: the one "
@@ -72,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     config, settings = inference_settings(args.config, args.device)
     if args.checkpoint:
         settings = dataclasses.replace(settings, checkpoint=args.checkpoint)
+    if args.mirror_axes:
+        if len(set(args.mirror_axes)) != len(args.mirror_axes):
+            raise BrainmetsError(f"--mirror-axes {' '.join(map(str, args.mirror_axes))}: each axis once")
+        settings = dataclasses.replace(settings, mirror_axes=sorted(args.mirror_axes))
     if (args.splits is None) != (args.split is None):
         raise BrainmetsError("--splits and --split go together: the table of splits and the split(s) to segment")
     postprocessing = True

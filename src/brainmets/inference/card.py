@@ -41,7 +41,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from brainmets.constants import CHECKPOINT_FILES, LABELS, SPLITS, TRAIN_REGIONS, parse_subset
+from brainmets.constants import CARD_NAME, CHECKPOINT_FILES, LABELS, SPLITS, TRAIN_REGIONS, parse_subset
 from brainmets.errors import BrainmetsError
 from brainmets.io import read_json, write_json
 
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 # 2: a digest per weights file (best.pt, model.pt) instead of model.pt's alone
 CARD_FORMAT = "brainmets-model-card/2"
-CARD_NAME = "model.json"
 #: the final weights, written last by training: their presence marks a finished run
 MODEL_NAME = CHECKPOINT_FILES["final"]
 #: Metric columns of ``metrics/<split>.tsv`` summarised in a card (mean over cases, per region).

@@ -112,6 +112,8 @@ class InferenceSettings:
     precision: str
     #: which weights the workflow predicts with: best (best.pt) or final (model.pt)
     checkpoint: str
+    #: spatial axes (0 x, 1 y, 2 z) test-time mirroring flips, every combination of them
+    mirror_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> "InferenceSettings":

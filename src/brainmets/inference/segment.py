@@ -18,9 +18,10 @@ Per case:
 2. each member predicts WT/TC/ET probabilities on that grid with the engine
    the study uses (:func:`~brainmets.inference.engine.predict_single_pass`,
    :func:`~brainmets.inference.engine.predict_two_stage`); with mirroring
-   (test-time augmentation) it also predicts the 7 mirror images of the
-   volume (every combination of flipped axes), flips each result back and
-   averages the 8 (the unflipped one is the plain prediction, so
+   (test-time augmentation) it also predicts the mirror images of the
+   volume (every combination of the flipped axes ``inference.mirror_axes``,
+   7 for all three), flips each result back and averages them with the
+   unflipped one (the plain prediction, so
    ``segment(..., unmirrored_dir=...)`` writes both from the same passes);
 3. each member's probabilities go back to the case's original grid
    (:func:`~brainmets.data.preprocess.probabilities_to_original_grid`), where
@@ -72,8 +73,14 @@ UNCERTAINTY_SUFFIX = "_uncertainty"
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: Label colours (RGB): NETC red, SNFH (oedema) green, ET yellow, as BraTS figures usually draw them.
 LABEL_COLOURS: dict[int, tuple[int, int, int]] = {1: (220, 40, 40), 2: (40, 190, 60), 3: (250, 215, 30)}
-#: The 7 non-trivial mirror images of a (channels, X, Y, Z) volume: each set of flipped spatial axes.
-_MIRROR_AXES = tuple(dims for r in range(1, 4) for dims in itertools.combinations((1, 2, 3), r))
+
+
+def mirror_images(axes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The non-trivial mirror images of a (channels, X, Y, Z) volume flipping spatial ``axes``
+    (0 x, 1 y, 2 z; ``inference.mirror_axes``): every non-empty combination of them, as tensor
+    dimensions, fewest flips first (all three axes: the 7 images beside the plain one)."""
+    dims = sorted(int(a) + 1 for a in axes)
+    return tuple(combo for r in range(1, len(dims) + 1) for combo in itertools.combinations(dims, r))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -239,7 +246,9 @@ def load_model(
         cards.append({"segmentor": segmentor, "detector": detector})
     check_members([c["segmentor"] for c in cards], "ensemble")
     inference = {
-        "checkpoint": settings.checkpoint, "mirror": bool(mirror), "overlap": settings.overlap, "blend": settings.blend,
+        "checkpoint": settings.checkpoint, "mirror": bool(mirror),
+        **({"mirror_axes": list(settings.mirror_axes)} if mirror else {}),
+        "overlap": settings.overlap, "blend": settings.blend,
         "average": settings.average, "threshold": settings.threshold, "label_export": settings.label_export,
         **({"detector_threshold": settings.detector_threshold} if detectors else {"window": settings.window}),
     }
@@ -307,11 +316,11 @@ class CaseSegmentation:
 
 def member_passes(member: Member, volume: Any, model: SegmentationModel) -> dict[bool, Any]:
     """A member's WT/TC/ET probabilities on the cache grid: ``{False: plain}`` and, with mirroring,
-    ``{True: the 8 mirror images averaged}``.
+    ``{True: the mirror images averaged}`` (``inference.mirror_axes``: all 8 by default).
 
     The plain prediction is the mirror average's identity image, so both come from one set of
-    passes; the average adds the flipped images to a copy of it in the order of ``_MIRROR_AXES``,
-    the same floats as when the plain prediction is not kept.
+    passes; the average adds the flipped images to a copy of it in the order of
+    :func:`mirror_images`, the same floats as when the plain prediction is not kept.
     """
     import torch
 
@@ -328,9 +337,10 @@ def member_passes(member: Member, volume: Any, model: SegmentationModel) -> dict
         passes = {False: plain}
         if model.mirror:
             total = plain.clone()
-            for dims in _MIRROR_AXES:
+            images = mirror_images(model.settings.mirror_axes)
+            for dims in images:
                 total += torch.flip(run(torch.flip(volume, dims)), dims)
-            total /= 1 + len(_MIRROR_AXES)
+            total /= 1 + len(images)
             passes[True] = total
     return passes
 
@@ -475,7 +485,10 @@ def segment(
                          ", ".join(f"{LABELS[v]} {int(counts[v])} voxels" for v in sorted(LABELS)))
             written.append(label_path(out_dir, case))
         for mirror, folder in staging.items():
-            write_json(folder / CARD_NAME, {**model.card, "inference": {**model.card["inference"], "mirror": mirror}})
+            inference = {**model.card["inference"], "mirror": mirror}
+            if not mirror:
+                inference.pop("mirror_axes", None)
+            write_json(folder / CARD_NAME, {**model.card, "inference": inference})
             write_text(folder / COLOUR_TABLE, colour_table())
     return written
 

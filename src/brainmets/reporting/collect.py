@@ -52,7 +52,7 @@ MODEL_DISPLAY_NAMES: dict[str, str] = {
 ENSEMBLES = "ensembles"
 #: What an ensemble averages: the two-stage model's seeds, or the modality study network's seeds.
 ENSEMBLE_SOURCES = ("twostage", "modality")
-#: Ensemble rows per source: seeds averaged; + mirroring (8 mirror images); + the tuned postprocessing.
+#: Ensemble rows per source: seeds averaged; + mirroring (inference.mirror_axes); + the tuned postprocessing.
 ENSEMBLE_VARIANTS: dict[str, str] = {
     ENSEMBLE_UNMIRRORED: "seed ensemble",
     ENSEMBLE_MIRRORED: "seed ensemble + mirroring",

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainmets.constants import TRAIN_REGIONS
+from brainmets.constants import CARD_NAME, ENSEMBLE_MIRRORED, TRAIN_REGIONS
 from brainmets.errors import BrainmetsError
 from brainmets.io import write_table, write_text
 from brainmets.reporting import display
@@ -345,10 +345,31 @@ def comparison_table(groups: list[RunGroup], split: str = "test") -> SummaryTabl
     if any(g.run is not None for g in groups):
         table.caption += (
             " Seed ensembles: one prediction from the mean of the seeds' probabilities (no standard deviation);"
-            " mirroring averages the 8 mirror images; postprocessing removes components below minimum volumes"
-            " chosen on the validation split."
+            f" mirroring averages {_mirroring_phrase(groups, split)}; postprocessing removes components below"
+            " minimum volumes chosen on the validation split."
         )
     return table
+
+
+def _mirroring_phrase(groups: list[RunGroup], split: str) -> str:
+    """What the ensembles' mirroring averaged, from the cards their mirrored predictions carry
+    (``inference.mirror_axes``; cards written before that key: all 8 images)."""
+    import json
+
+    axes_seen = set()
+    for g in groups:
+        if g.run is None:
+            continue
+        card = g.directory / ENSEMBLE_MIRRORED / "predictions" / split / CARD_NAME
+        if card.is_file():
+            inference = json.loads(card.read_text()).get("inference", {})
+            axes_seen.add(tuple(inference.get("mirror_axes", (0, 1, 2))))
+    if len(axes_seen) != 1:
+        return "the mirror images"
+    (axes,) = axes_seen
+    names = " and ".join("xyz"[a] for a in axes)
+    return f"the {2 ** len(axes)} mirror images (flips along {names} and their combinations)" if len(axes) > 1 \
+        else f"the image and its flip along {names}"
 
 
 def comparison_latex(table: SummaryTable, layout: str) -> str:
