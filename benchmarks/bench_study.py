@@ -153,14 +153,30 @@ def _last_value(path: Path, column: str) -> float:
 SEED_GROUP = "seeds"
 
 
+#: The benchmark folders of the modality study's subset-group jobs (modality_study.subsets_per_job > 1).
+SUBSET_GROUP = re.compile(r"^group(\d+)$")
+
+
+def _seed_runs(folder: Path) -> list[Path]:
+    return sorted(run for run in folder.glob("seed*") if run.name[4:].isdigit())
+
+
 def job_runs(results: Path, bench: Path, benchmarks: Path) -> list[Path]:
     """The run directories of a training or prediction job: the one its benchmark path mirrors, or,
-    for a seed-group job (``<group>/seeds/``), every ``<group>/seed<k>``; none for other jobs."""
+    for a seed-group job (``<group>/seeds/``), every ``<group>/seed<k>``, or, for a subset-group job
+    (``modality/<model>/groups/group<N>/``), every seed of its subsets (the study's resolved config
+    says which); none for other jobs."""
     if bench.stem not in ("train", "predict"):
         return []
     folder = results / bench.parent.relative_to(benchmarks)
     if folder.name == SEED_GROUP:
-        return sorted(run for run in folder.parent.glob("seed*") if run.name[4:].isdigit())
+        return _seed_runs(folder.parent)
+    group = SUBSET_GROUP.match(folder.name)
+    if group and folder.parent.name == "groups":
+        from brainmets.config import load_config, modality_job_groups
+
+        subsets = (modality_job_groups(load_config(results / "config.resolved.yaml")) or [])[int(group[1]) - 1]
+        return [run for subset in subsets for run in _seed_runs(folder.parent.parent / subset)]
     return [folder]
 
 
@@ -187,7 +203,9 @@ def job_compute(runs: list[Path], bench: Path) -> float | None:
 def kind_of(bench: Path, benchmarks: Path, rules: dict[str, str]) -> str:
     """The rule that wrote this benchmark (from the log), else its file name without the split."""
     rule = rules.get(bench.relative_to(benchmarks).as_posix())
-    return rule or re.sub(r"_(val|test)$", "", bench.stem)
+    if rule:
+        return re.sub(r"_group\d+$", "_group", rule)  # train_modality_group1, 2, ...: one kind
+    return re.sub(r"_(val|test)$", "", bench.stem)
 
 
 def load_study(results: Path, log: Path | None, time_v: Path | None) -> Study:

@@ -418,6 +418,17 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def modality_job_groups(config: Mapping[str, Any]) -> list[list[str]] | None:
+    """The modality study's subsets in the groups one training job runs (modality_study.subsets_per_job,
+    in the study's order), or None for one job per subset, and always with seeds_per_job 1 (one run
+    per job), of a validated config."""
+    size = config["modality_study"]["subsets_per_job"]
+    if size == 1 or config["seeds_per_job"] != "all":
+        return None
+    subsets = study_subsets(config)
+    return [subsets[i:i + size] for i in range(0, len(subsets), size)]
+
+
 def _window_problems(config: dict[str, Any]) -> list[str]:
     """``inference.window`` against every network that predicts single-pass (or validates so in training)."""
     window = config["inference"]["window"]

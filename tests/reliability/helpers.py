@@ -144,7 +144,7 @@ def workflow_config(path: Path, cohort: Path, **sections) -> Path:
         "training": {"segmentation": {"iterations": 40, "batch_patients": 2, "crops_per_patient": 1,
                                       "pos_fraction": 2 / 3},
                      "checkpoint_every": 2, "val_every": 0, "log_every": 1, "threads": 1},
-        "modality_study": {"subsets": ["t1c"]},
+        "modality_study": {"subsets": ["t1c"], "subsets_per_job": 1},  # the one-subset job (rule train_modality)
         "baselines": {"models": []},  # the default's reused 3D-UNET row would need the all-four subset
         "tracking": {"enabled": False},
         "ensembles": {"enabled": False},  # config.yaml's members are not trained here

@@ -94,6 +94,36 @@ def test_two_seeds_in_one_process_are_the_two_one_seed_runs(tmp_path, tiny_data)
         assert _metric_bytes(again, "val") == _metric_bytes(run, "val")
 
 
+def test_two_subsets_in_one_process_are_their_own_runs(tmp_path, tiny_data):
+    """--subset A B --seed 0 0 (modality_study.subsets_per_job): each run as its one-subset command."""
+    cache, splits = tiny_data
+    gt = _ground_truth(cache, tmp_path / "gt")
+    config = _config(tmp_path)
+    predict = ["--predict", "val", "--predict-weights", "best.pt", "--evaluate-gt", gt]
+    subsets = ("t1c+t2f", "t1c")
+    together = [tmp_path / "together" / subset / "seed0" for subset in subsets]
+    args = _train_args(config, tiny_data, [0, 0], together)
+    at = args.index("--subset") + 1
+    out = _ok(*args[:at], *subsets, *args[at + 1:], *predict).stdout
+    assert re.search(r"unet on t1c\+t2f, seed 0: 6 iterations.*evaluated 2 case\(s\).*unet on t1c, seed 0: "
+                     r"6 iterations.*evaluated 2 case\(s\)", out, re.S), out
+    for subset, run in zip(subsets, together):
+        alone = tmp_path / "alone" / subset / "seed0"
+        one = _train_args(config, tiny_data, [0], [alone])
+        one[one.index("--subset") + 1] = subset
+        _ok(*one, *predict)
+        _assert_same_run(run, alone)
+        assert _metric_bytes(run, "val") == _metric_bytes(alone, "val")
+    # the networks see their own channels: two inputs against one
+    first, second = (_weights(run / "model.pt") for run in together)
+    assert any(first[k].shape != second[k].shape for k in first)
+    # each (subset, seed) once; one subset per run or one for all
+    repeated = _run(*args[:at], "t1c", "t1c", *args[at + 1:])
+    assert repeated.returncode == 2 and "t1c seed 0 given twice" in repeated.stderr
+    three = _run(*args[:at], "t1c", "t2f", "t2w", *args[at + 1:])
+    assert three.returncode == 2 and "3 --subset, 2 --seed, 2 --out-dir" in three.stderr, three.stderr
+
+
 def _sigterm_at_second_checkpoint(command, iteration):
     """Run ``command``; SIGTERM it once the SECOND run logs its checkpoint at ``iteration``."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -27,8 +27,11 @@ def test_default_config_expands_the_whole_study(snakemake):
     run = snakemake("-n", "--quiet", "rules")
     assert run.returncode == 0, run.output
     jobs = run.job_counts()
-    # seeds_per_job: all: one job trains (or predicts) the 3 seeds of a study, model and subset
-    assert jobs["train_modality"] == 15
+    # seeds_per_job: all: one job trains (or predicts) the 3 seeds of a study, model and subset;
+    # modality_study.subsets_per_job: 3: the study's 15 subsets in 5 jobs of 3, train_modality_group1-5
+    assert "train_modality" not in jobs
+    assert {rule: n for rule, n in jobs.items() if rule.startswith("train_modality_group")} == {
+        f"train_modality_group{k}": 1 for k in range(1, 6)}
     assert jobs["train_detector"] == 2
     assert jobs["train_segmentor"] == 2
     assert jobs["train_baseline"] == _trained_baselines()
@@ -44,6 +47,30 @@ def test_default_config_expands_the_whole_study(snakemake):
         assert jobs[once] == 1, once
     # a dry-run writes no results
     assert not (snakemake.workdir / "results").exists()
+
+
+def test_a_subset_group_job_pairs_each_subset_and_seed_with_its_run_directory(snakemake, tmp_path):
+    override = tmp_path / "groups.yaml"
+    override.write_text(yaml.safe_dump({"modality_study": {"subsets": ["t1c", "t2f", "t1c+t2f"],
+                                                           "subsets_per_job": 2},
+                                        "seeds": [0, 1], "tracking": {"enabled": False},
+                                        "baselines": {"models": []}, "ensembles": {"enabled": False}}))
+    run = snakemake("-n", "--printshellcmds", "--configfile", str(override), "--forceall")
+    assert run.returncode == 0, run.output
+    commands = {}
+    for block in run.output.split("rule train_modality_group")[1:]:
+        command = block.split("brainmets train ")[1].split("\n")[0]
+        commands[block.split(":")[0]] = command
+    assert sorted(commands) == ["1", "2"], run.output  # 3 subsets in groups of 2, in the study's order
+    for number, subsets in (("1", ["t1c", "t2f"]), ("2", ["t1c+t2f"])):
+        args = commands[number].split(" --")
+        value = {a.split(" ", 1)[0]: a.split(" ", 1)[1].split() for a in args if " " in a}
+        assert value["subset"] == [s for s in subsets for _ in (0, 1)], commands[number]
+        assert value["seed"] == ["0", "1"] * len(subsets), commands[number]
+        assert value["out-dir"] == [f"results/modality/unet/{s}/seed{k}" for s in subsets for k in (0, 1)]
+    # the selection still reads every subset's val metrics
+    select = run.output.split("rule select_subset:")[1].split("\n\n")[0]
+    assert all(f"modality/unet/{s}/seed1/metrics/val.tsv" in select for s in ("t1c", "t2f", "t1c+t2f"))
 
 
 def test_one_seed_per_job_expands_a_job_per_run(snakemake):
@@ -140,7 +167,8 @@ def test_every_job_has_a_benchmark_mirroring_its_log(snakemake, configfile):
     run = snakemake("-n", *configfile)
     assert run.returncode == 0, run.output
     jobs = run.jobs()
-    assert {rule for rule, _ in jobs} >= {"train_modality", "train_detector", "train_segmentor", "train_baseline",
+    modality = "train_modality_group1" if not configfile else "train_modality"  # paper: one run per job
+    assert {rule for rule, _ in jobs} >= {modality, "train_detector", "train_segmentor", "train_baseline",
                                           "predict_twostage", "index", "split",
                                           "select_subset", "tables", "figures"}
     for rule, fields in jobs:
@@ -162,7 +190,7 @@ def test_reduced_study_and_override(snakemake, tmp_path):
     override = tmp_path / "reduced.yaml"
     override.write_text(yaml.safe_dump({
         "seeds": [5],
-        "modality_study": {"subsets": ["t1c", "t2f+t1c"]},
+        "modality_study": {"subsets": ["t1c", "t2f+t1c"], "subsets_per_job": 1},
         "twostage": {"subsets": ["selected"], "train_on_detected": True},
         "baselines": {"models": []},
         "selection": {"override": "t1c+t2f"},
@@ -209,7 +237,7 @@ def test_prediction_reads_the_chosen_checkpoint(snakemake, tmp_path, choice, wei
         assert f"seed0/{weights}" in inputs and f"seed0/{other}" not in inputs
     # single-pass runs: their training job predicts val and test with the chosen file, then evaluates
     # them against the cohort (the synthetic root here) into the run's metrics files, its outputs
-    for rule in ("train_modality", "train_baseline"):
+    for rule in ("train_modality_group1", "train_baseline"):
         after = run.output.split(f"rule {rule}:")[1]
         command = after.split("brainmets train ")[1].split("\n")[0]
         assert f"--predict val test --predict-weights {weights} --evaluate-gt results/synthetic" in command, command

@@ -94,8 +94,9 @@ def test_reduced_study_runs_end_to_end(snakemake):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
 
-    # every job left a log and a benchmark at the mirrored path (one per seed group: seeds_per_job: all)
-    for job in ["modality/unet/t1c/seeds/train", "twostage/combined/selected/seeds/predict",
+    # every job left a log and a benchmark at the mirrored path (one per seed group: seeds_per_job: all;
+    # the modality study's two subsets in one job: config.yaml's subsets_per_job 3)
+    for job in ["modality/unet/groups/group1/train", "twostage/combined/selected/seeds/predict",
                 "ensembles/modality/t1c/ensemble", "data/index", "tables"]:
         assert (results / "logs" / f"{job}.log").is_file(), job
         assert (results / "benchmarks" / f"{job}.tsv").is_file(), job
@@ -139,11 +140,20 @@ def test_reduced_study_runs_end_to_end(snakemake):
     changed = snakemake("--configfile", str(REDUCED), str(overlap), "-n", "--quiet", "rules")
     assert changed.returncode == 0, changed.output
     jobs = changed.job_counts()
-    assert jobs["train_modality"] == 2 and jobs["train_baseline"] == 1, jobs
+    assert jobs["train_modality_group1"] == 1 and jobs["train_baseline"] == 1, jobs
+    assert "train_modality" not in jobs, jobs
     assert jobs["predict_twostage"] == 2 and "evaluate" not in jobs and "predict" not in jobs
     assert jobs["ensemble"] == 2, jobs  # one job per seed ensemble: segments, tunes and evaluates
     assert jobs["select_subset"] == 1 and jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1
     assert "synthesise" not in jobs and "preprocess" not in jobs
+
+    # another test-time mirroring re-makes the seed ensembles and what reports them, nothing else
+    mirroring = snakemake.workdir / "mirroring.yaml"
+    mirroring.write_text("inference: {mirror_axes: [0, 1, 2]}\n")
+    remirrored = snakemake("--configfile", str(REDUCED), str(mirroring), "-n", "--quiet", "rules")
+    assert remirrored.returncode == 0, remirrored.output
+    assert set(remirrored.job_counts()) <= {"ensemble", "tables", "figures", "all", "total"}, remirrored.job_counts()
+    assert remirrored.job_counts()["ensemble"] == 2
 
     # choosing the final instead of the best weights re-predicts (model.pt is an input now), never
     # trains a step: training wrote both files (here without validation, best.pt = the final weights)
@@ -156,7 +166,7 @@ def test_reduced_study_runs_end_to_end(snakemake):
     assert chosen.returncode == 0, chosen.output
     jobs = chosen.job_counts()
     assert jobs["predict_twostage"] == 2 and "evaluate" not in jobs and "predict" not in jobs
-    assert jobs["train_modality"] == 2 and jobs["train_baseline"] == 1, jobs
+    assert jobs["train_modality_group1"] == 1 and jobs["train_baseline"] == 1, jobs
     # the two-stage model retrains only on `selected` (the re-made decision), as above
     assert jobs["train_detector"] == 1 and jobs["train_segmentor"] == 1, jobs
 

@@ -14,6 +14,7 @@ try:
         SELECTED,
         ConfigError,
         cohort_root,
+        modality_job_groups,
         study_subsets,
         trained_baselines,
         twostage_subsets,
@@ -111,6 +112,8 @@ RUN = "{study}/{model}/{subset}/seed{seed}"
 
 MODALITY_MODEL = config["modality_study"]["model"]
 MODALITY_SUBSETS = study_subsets(config)
+#: modality_study.subsets_per_job > 1: the subsets of each train_modality_group<N> job, else None
+MODALITY_JOB_GROUPS = modality_job_groups(config)
 TWOSTAGE_SUBSETS = twostage_subsets(config)
 DETECTOR = config["twostage"]["detector"]
 SEGMENTOR = config["twostage"]["segmentor"]
@@ -229,6 +232,15 @@ def train_outputs(group, predicted=True):
     outputs = {"model": job_paths(group, "model.pt"), "best": job_paths(group, "best.pt")}
     if predicted:
         outputs.update(prediction_outputs(group))
+    return outputs
+
+
+def group_train_outputs(subsets):
+    """Outputs of a train_modality_group<N> job: train_outputs of each subset (all seeds), subset by subset."""
+    outputs = {}
+    for subset in subsets:
+        for key, paths in train_outputs(f"modality/{MODALITY_MODEL}/{subset}").items():
+            outputs.setdefault(key, []).extend(paths)
     return outputs
 
 

@@ -61,6 +61,54 @@ rule train_modality:
         "--threads {threads} {params.predict} --evaluate-workers {threads} --no-progress > {log} 2>&1"
 
 
+# modality_study.subsets_per_job > 1: one job per group of subsets (train_modality_group1, 2, ...),
+# each `brainmets train` running every seed of its subsets in turn, one process (--subset and
+# --seed zipped, one pair per run): the runs, files and numbers of train_modality, with torch,
+# MONAI and MLflow started once per group. Preferred over train_modality for the same files.
+for _number, _subsets in enumerate(MODALITY_JOB_GROUPS or [], start=1):
+
+    rule:
+        name:
+            f"train_modality_group{_number}"
+        input:
+            cache=CACHE_DONE,
+            splits=SPLITS_TSV,
+        output:
+            **group_train_outputs(_subsets),
+        params:
+            config=resolved_config,
+            cache=cache_dir,
+            out_dir=train_out_dirs,
+            subsets=" ".join(subset for subset in _subsets for _ in SEEDS),
+            seeds=" ".join(str(seed) for _ in _subsets for seed in SEEDS),
+            study="modality",
+            model=MODALITY_MODEL,
+            settings={"model": config["models"][MODALITY_MODEL], "training": config["training"],
+                      "validation": validation_settings()},
+            predict=PREDICT_ARGS,
+            inference=PREDICT_INFERENCE,
+            postprocessing=config["postprocessing"],
+        threads: RES["train"]["threads"]
+        resources:
+            mem_mb=RES["train"]["mem_mb"],
+            runtime=RES["train"]["runtime"],
+            gpu=RES["train"]["gpu"],
+            attempt=attempt_number,
+        conda:
+            CONDA_ENV
+        log:
+            f"{LOGS}/modality/{MODALITY_MODEL}/groups/group{_number}/train.log",
+        benchmark:
+            f"{BENCHMARKS}/modality/{MODALITY_MODEL}/groups/group{_number}/train.tsv"
+        shell:
+            "exec brainmets train --attempt {resources.attempt} --config {params.config} --study {params.study} "
+            "--model {params.model} --subset {params.subsets} --seed {params.seeds} --cache {params.cache} "
+            "--splits {input.splits} --out-dir {params.out_dir} --threads {threads} {params.predict} "
+            "--evaluate-workers {threads} --no-progress > {log} 2>&1"
+
+    workflow.ruleorder(f"train_modality_group{_number}", "train_modality")
+
+
 rule select_subset:
     """Rank the subsets on the selection split and write the decision (or the fixed override)."""
     input:

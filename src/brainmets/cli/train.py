@@ -31,7 +31,8 @@ DESCRIPTION = (
     "--evaluate-gt GT (with --predict): then also score each predicted split against GT, writing what "
     "`brainmets predict --evaluate-gt` writes (RUN_DIR/metrics/<split>.tsv, <split>_lesions.tsv); the "
     "ground-truth folder is checked before training. "
-    "Several seeds (--seed S1 S2 ... --out-dir D1 D2 ..., zipped; --detector too when given): the runs are "
+    "Several seeds (--seed S1 S2 ... --out-dir D1 D2 ..., zipped; --detector too when given, and --subset when "
+    "it names one subset per run): the runs are "
     "trained one after the other in this process, each exactly as its own one-seed command (same weights, "
     "files, MLflow run and failure record; predicted right after it is trained), so torch, MONAI and the "
     "rest start once. A stop signal stops the run in progress as above and starts no later seed (exit "
@@ -45,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="config.yaml (validated; training and models sections)")
     parser.add_argument("--study", required=True, help="study name (modality, twostage, baselines): MLflow experiment")
     parser.add_argument("--model", required=True, help="registry entry under models: in the config (e.g. unet)")
-    parser.add_argument("--subset", required=True,
+    parser.add_argument("--subset", nargs="+", required=True,
                         help="canonical subset key (e.g. t1c+t1n+t2f), 'selected' (with --selection) "
-                        "or @<selection json>")
+                        "or @<selection json>; one for every run, or one per --seed (several subsets in one "
+                        "job: modality_study.subsets_per_job)")
     parser.add_argument("--seed", type=int, nargs="+", required=True,
                         help="seed of weights, sampling and augmentation; several: one run each, in turn")
     parser.add_argument("--cache", required=True, help="preprocessed cache directory (<case>.npy + <case>.json)")
@@ -99,21 +101,37 @@ def run(args: argparse.Namespace) -> int:
         record.unlink(missing_ok=True)
     for index, (run, record) in enumerate(zip(runs, records)):
         if _train_recorded(run, config, record) == EXIT_RESUME:
-            later = [str(later_run.seed) for later_run in runs[index + 1:]]
+            later = [str(later_run.seed) if len(args.subset) == 1 else f"{later_run.subset} seed {later_run.seed}"
+                     for later_run in runs[index + 1:]]
             if later:
-                print(f"not started: seed {', '.join(later)} (the same command again trains them after "
-                      "resuming the stopped run)")
+                print(f"not started: {'seed ' if len(args.subset) == 1 else ''}{', '.join(later)} (the same "
+                      "command again trains them after resuming the stopped run)")
             return EXIT_RESUME
     return 0
 
 
 def _runs(args: argparse.Namespace) -> list[argparse.Namespace]:
-    """One namespace per run (``seed``, ``out_dir``, ``detector`` single values), the lists zipped."""
-    from brainmets.cli import zipped
+    """One namespace per run (``subset``, ``seed``, ``out_dir``, ``detector`` single values), the lists zipped.
 
-    runs = zipped("--seed", ("seed", "out_dir"), seed=args.seed, out_dir=args.out_dir, detector=args.detector)
-    return [argparse.Namespace(**{**vars(args), "seed": seed, "out_dir": out_dir, "detector": detector})
-            for seed, out_dir, detector in runs]
+    One ``--subset`` is every run's; several are one per run, and then a seed may repeat across
+    subsets (each (subset, seed) once).
+    """
+    from brainmets.cli import zipped
+    from brainmets.errors import BrainmetsError
+
+    if len(args.subset) == 1:
+        runs = zipped("--seed", ("seed", "out_dir"), seed=args.seed, out_dir=args.out_dir, detector=args.detector)
+        runs = [(args.subset[0], *run) for run in runs]
+    else:
+        runs = zipped("--seed", ("out_dir",), subset=args.subset, seed=args.seed, out_dir=args.out_dir,
+                      detector=args.detector)
+        pairs = [(subset, seed) for subset, seed, _, _ in runs]
+        repeated = sorted({f"{subset} seed {seed}" for subset, seed in pairs if pairs.count((subset, seed)) > 1})
+        if repeated:
+            raise BrainmetsError(f"--subset/--seed: {', '.join(repeated)} given twice (one run each)")
+    return [argparse.Namespace(**{**vars(args), "subset": subset, "seed": seed, "out_dir": out_dir,
+                                  "detector": detector})
+            for subset, seed, out_dir, detector in runs]
 
 
 def _train_recorded(args: argparse.Namespace, config: dict, record) -> int:
