@@ -122,11 +122,11 @@ BASELINE_MODELS = trained_baselines(config)
 BASELINE_SUBSET = config["baselines"]["subset"]
 #: the weights the study predicts with (inference.checkpoint); training writes both
 PREDICT_WEIGHTS = CHECKPOINT_FILES[config["inference"]["checkpoint"]]
-#: `brainmets train` arguments of the single-pass runs: predict val and test in the training job,
-#: then evaluate them there against the cohort's ground truth (a param: a changed root reruns the job)
 #: The inference settings a study prediction reads (params: a change re-predicts): all but the
 #: test-time mirroring, which only the seed ensembles and `brainmets segment` use.
 PREDICT_INFERENCE = {k: v for k, v in config["inference"].items() if k != "mirror_axes"}
+#: `brainmets train` arguments of the single-pass runs: predict val and test in the training job,
+#: then evaluate them there against the cohort's ground truth (a param: a changed root reruns the job)
 PREDICT_ARGS = f"--predict {' '.join(EVAL_SPLITS)} --predict-weights {PREDICT_WEIGHTS} --evaluate-gt {COHORT_ROOT}"
 
 
@@ -303,8 +303,12 @@ def model_wildcard(wildcards):
 
 def model_settings(wildcards):
     """The config a training job depends on (params: a change here retrains, nothing else does)."""
-    return {"model": config["models"][wildcards.model], "training": config["training"],
-            "validation": validation_settings()}
+    return settings_of_model(wildcards.model)
+
+
+def settings_of_model(model):
+    """:func:`model_settings` of the registry entry ``model`` (jobs without a {model} wildcard)."""
+    return {"model": config["models"][model], "training": config["training"], "validation": validation_settings()}
 
 
 def validation_settings():
