@@ -73,6 +73,24 @@ def test_a_subset_group_job_pairs_each_subset_and_seed_with_its_run_directory(sn
     assert all(f"modality/unet/{s}/seed1/metrics/val.tsv" in select for s in ("t1c", "t2f", "t1c+t2f"))
 
 
+def test_the_study_and_the_selected_chain_start_before_the_baselines(snakemake):
+    """Priorities: the modality study gates the selection and the selected two-stage chain the report."""
+    run = snakemake("-n")
+    assert run.returncode == 0, run.output
+    priority = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", run.output)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        found = re.search(r"^\s+priority: (\d+)$", block, re.MULTILINE)
+        priority.setdefault(rule, set()).add(int(found.group(1)) if found else 0)
+    assert set(priority) >= {"train_modality_group1", "select_subset", "train_detector", "train_segmentor",
+                             "predict_twostage", "ensemble", "train_baseline"}, run.output
+    study = {rule: p for rule, p in priority.items()
+             if rule.startswith("train_modality") or rule == "select_subset"}
+    chain = [priority[rule] for rule in ("train_detector", "train_segmentor", "predict_twostage", "ensemble")]
+    assert min(map(min, study.values())) > max(map(max, chain)), priority
+    assert min(map(min, chain)) > max(priority["train_baseline"]), priority
+
+
 def test_one_seed_per_job_expands_a_job_per_run(snakemake):
     run = snakemake("-n", "--quiet", "rules", "--config", "seeds_per_job=1")
     assert run.returncode == 0, run.output

@@ -8,6 +8,7 @@ use rule train_modality as train_baseline with:
         **train_outputs("baselines/{model}/{subset}"),
     params:
         study="baselines",
+    priority: 0
     log:
         job_log("baselines/{model}/{subset}", "train.log"),
     benchmark:

@@ -80,6 +80,13 @@ SEEDS = config["seeds"]
 RES = config["resources"]
 #: Splits every model is predicted and evaluated on.
 EVAL_SPLITS = ["val", "test"]
+#: Job priorities (Snakemake's `priority`: among the jobs ready to start, higher first). The modality
+#: study gates the subset selection, and the selected subset's two-stage chain (detector and
+#: segmentor, prediction, the seed ensembles) gates the report, so both go first; the baselines, which
+#: nothing but the report waits on, fill the cores in between. Without them Snakemake started a
+#: baseline first and the selected chain ran alone on the last ~70 s of the default study.
+PRIORITY_MODALITY = 20
+PRIORITY_TWOSTAGE = 10
 
 if not SYNTHETIC and not Path(COHORT_ROOT).is_dir():
     logger.warning(

@@ -39,6 +39,7 @@ rule ensemble:
         inference=config["inference"],
         postprocessing=config["postprocessing"],
     threads: RES["predict"]["threads"]
+    priority: PRIORITY_TWOSTAGE
     resources:
         mem_mb=RES["predict"]["mem_mb"],
         runtime=RES["predict"]["runtime"],

@@ -33,6 +33,7 @@ rule predict_twostage:
         inference=PREDICT_INFERENCE,
         postprocessing=config["postprocessing"],
     threads: RES["predict"]["threads"]
+    priority: PRIORITY_TWOSTAGE
     resources:
         mem_mb=RES["predict"]["mem_mb"],
         runtime=RES["predict"]["runtime"],

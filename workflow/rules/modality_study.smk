@@ -41,6 +41,7 @@ rule train_modality:
         inference=PREDICT_INFERENCE,
         postprocessing=config["postprocessing"],
     threads: RES["train"]["threads"]
+    priority: PRIORITY_MODALITY
     resources:
         mem_mb=RES["train"]["mem_mb"],
         runtime=RES["train"]["runtime"],
@@ -88,6 +89,7 @@ for _number, _subsets in enumerate(MODALITY_JOB_GROUPS or [], start=1):
             inference=PREDICT_INFERENCE,
             postprocessing=config["postprocessing"],
         threads: RES["train"]["threads"]
+        priority: PRIORITY_MODALITY
         resources:
             mem_mb=RES["train"]["mem_mb"],
             runtime=RES["train"]["runtime"],
@@ -123,6 +125,7 @@ rule select_subset:
         subsets=MODALITY_SUBSETS,
         seeds=SEEDS,
         extra=selection_extra_args(),
+    priority: PRIORITY_MODALITY
     conda:
         CONDA_ENV
     log:

@@ -18,6 +18,7 @@ use rule train_modality as train_detector with:
         predict="",
         inference=None,
         postprocessing=None,
+    priority: PRIORITY_TWOSTAGE
     log:
         job_log("twostage/detector/{subset}", "train.log"),
     benchmark:
@@ -38,6 +39,7 @@ use rule train_modality as train_segmentor with:
         predict="",
         inference=None,
         postprocessing=None,
+    priority: PRIORITY_TWOSTAGE
     log:
         job_log("twostage/segmentor/{subset}", "train.log"),
     benchmark:
