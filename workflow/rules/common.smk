@@ -83,8 +83,10 @@ EVAL_SPLITS = ["val", "test"]
 #: Job priorities (Snakemake's `priority`: among the jobs ready to start, higher first). The modality
 #: study gates the subset selection, and the selected subset's two-stage chain (detector and
 #: segmentor, prediction, the seed ensembles) gates the report, so both go first; the baselines, which
-#: nothing but the report waits on, fill the cores in between. Without them Snakemake started a
-#: baseline first and the selected chain ran alone on the last ~70 s of the default study.
+#: nothing but the report waits on, fill the cores in between. On 2 cores the default study took as
+#: long with them as without (both cores were busy to the end either way: the selected chain now
+#: shares them with the baselines instead of running alone, benchmarks/results/study_profile.md); with
+#: a cluster's job limit or the paper's long trainings, the selection no longer waits on baselines.
 PRIORITY_MODALITY = 20
 PRIORITY_TWOSTAGE = 10
 
