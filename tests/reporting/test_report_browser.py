@@ -37,7 +37,9 @@ BIN = Path(sys.executable).parent
 CAPTIONS = REPO / "workflow" / "report"
 
 #: Each body row of the table in the report's frame: its cells' text, and whether each is bold / underlined.
-TABLE_ROWS = """document.querySelector('table tbody tr') && [...document.querySelectorAll('table tbody tr')].map(
+#: Read once the frame's document is parsed: the frame is reported as navigated when its first bytes
+#: arrive, and on a busy machine the parser has then built only the first rows (CI once read 12 of 18).
+TABLE_ROWS = """document.readyState === 'complete' && document.querySelector('table tbody tr') && [...document.querySelectorAll('table tbody tr')].map(
     row => [...row.cells].map(cell => ({text: cell.innerText.trim(),
                                         bold: Number(getComputedStyle(cell).fontWeight) >= 700,
                                         underlined: getComputedStyle(cell).textDecorationLine.includes('underline')})))"""
