@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +107,28 @@ def tiny_config():
 def case_writer():
     """``case_writer(cache_dir, name, seed, lesions)`` writes one tiny cached case (see :func:`make_case`)."""
     return make_case
+
+
+def signal_at_checkpoint(command, iteration, signum, *, nth=1, timeout_s=600):
+    """Run ``command``; send it ``signum`` as soon as it logs its ``nth`` checkpoint at ``iteration`` (a
+    process training several runs logs one per run); return (the ended process, its whole stderr).
+
+    ``timeout_s`` bounds the process (a healthy one takes seconds): it is killed then.
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(timeout_s, proc.kill)
+    watchdog.start()
+    seen, found = [], 0
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if re.search(rf"checkpoint written at iteration {iteration}\b", line):
+                found += 1
+                if found == nth:
+                    os.kill(proc.pid, signum)
+                    break
+        seen.append(proc.stderr.read())
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    return proc, "".join(seen)

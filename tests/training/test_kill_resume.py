@@ -1,13 +1,11 @@
 """A real `brainmets train` process ended mid-run (SIGKILL, or SIGTERM as at a time limit), then the same
 command again: it resumes and ends with the weights of an uninterrupted run."""
 
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 
 import pandas as pd
 import torch
@@ -16,6 +14,8 @@ import yaml
 from brainmets.config import load_config
 from brainmets.stopping import EXIT_RESUME
 from brainmets.training.loop import RunRequest, train
+
+from .conftest import signal_at_checkpoint
 
 ITERATIONS = 16
 TIMEOUT_S = 180  # bound on each subprocess (a healthy run takes a few seconds)
@@ -34,25 +34,6 @@ def _command(tiny_data, tiny_config, tmp_path, out):
     return command, config_path
 
 
-def _signal_after_checkpoint(command, iteration, signum):
-    """Run ``command``; send ``signum`` as soon as it logs its checkpoint at ``iteration``; return (proc, stderr)."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(TIMEOUT_S, proc.kill)
-    watchdog.start()
-    seen = []
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if re.search(rf"checkpoint written at iteration {iteration}\b", line):
-                os.kill(proc.pid, signum)
-                break
-        seen.append(proc.stderr.read())
-        proc.wait()
-    finally:
-        watchdog.cancel()
-    return proc, "".join(seen)
-
-
 def _assert_matches_uninterrupted(tmp_path, config_path, tiny_data, out):
     cache, splits = tiny_data
     reference = tmp_path / "whole"
@@ -68,7 +49,7 @@ def _assert_matches_uninterrupted(tmp_path, config_path, tiny_data, out):
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tiny_data, tiny_config, tmp_path):
     out = tmp_path / "killed"
     command, config_path = _command(tiny_data, tiny_config, tmp_path, out)
-    proc, _ = _signal_after_checkpoint(command, 6, signal.SIGKILL)
+    proc, _ = signal_at_checkpoint(command, 6, signal.SIGKILL, timeout_s=TIMEOUT_S)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "model.pt").exists(), "the run finished before it was killed: nothing was tested"
     killed_at = torch.load(out / "checkpoint.pt", weights_only=True)["iteration"]
@@ -84,7 +65,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tiny_data, tiny_co
 def test_sigterm_checkpoints_the_current_step_exits_75_and_a_rerun_matches(tiny_data, tiny_config, tmp_path):
     out = tmp_path / "terminated"
     command, config_path = _command(tiny_data, tiny_config, tmp_path, out)
-    proc, stderr = _signal_after_checkpoint(command, 4, signal.SIGTERM)
+    proc, stderr = signal_at_checkpoint(command, 4, signal.SIGTERM, timeout_s=TIMEOUT_S)
     assert proc.returncode == EXIT_RESUME, stderr
     assert not (out / "model.pt").exists(), "the run finished before the signal: nothing was tested"
     stopped_at = int(re.search(r"SIGTERM received: stopped at iteration (\d+) of 16", stderr).group(1))

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ import yaml
 
 from brainmets.stopping import EXIT_RESUME
 
-from .conftest import TINY_CONFIG
+from .conftest import TINY_CONFIG, signal_at_checkpoint
 from .test_train_predict import _ground_truth, _labels, _metric_bytes, _table, _weights
 
 TIMEOUT_S = 600  # bound on each subprocess (a healthy one takes seconds)
@@ -124,33 +123,13 @@ def test_two_subsets_in_one_process_are_their_own_runs(tmp_path, tiny_data):
     assert three.returncode == 2 and "3 --subset, 2 --seed, 2 --out-dir" in three.stderr, three.stderr
 
 
-def _sigterm_at_second_checkpoint(command, iteration):
-    """Run ``command``; SIGTERM it once the SECOND run logs its checkpoint at ``iteration``."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(TIMEOUT_S, proc.kill)
-    watchdog.start()
-    seen, found = [], 0
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if re.search(rf"checkpoint written at iteration {iteration}\b", line):
-                found += 1
-                if found == 2:
-                    os.kill(proc.pid, signal.SIGTERM)
-                    break
-        seen.append(proc.stderr.read())
-        proc.wait()
-    finally:
-        watchdog.cancel()
-    return proc, "".join(seen)
-
-
 def test_a_stop_ends_the_run_in_progress_starts_no_later_seed_and_the_same_command_resumes(tmp_path, tiny_data):
     iterations = 16
     config = _config(tmp_path, checkpoint_every=2, val_every=0, segmentation={"iterations": iterations})
     runs = [tmp_path / "group" / f"seed{seed}" for seed in (0, 1, 2)]
     command = [*_train_args(config, tiny_data, [0, 1, 2], runs), "--predict", "val"]
-    proc, stderr = _sigterm_at_second_checkpoint([sys.executable, "-m", "brainmets", *map(str, command)], 4)
+    proc, stderr = signal_at_checkpoint([sys.executable, "-m", "brainmets", *map(str, command)], 4,
+                                         signal.SIGTERM, nth=2, timeout_s=TIMEOUT_S)
     stdout = proc.stdout.read()
     assert proc.returncode == EXIT_RESUME, stdout + stderr
     assert "Traceback" not in stderr

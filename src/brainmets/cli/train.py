@@ -101,11 +101,12 @@ def run(args: argparse.Namespace) -> int:
         record.unlink(missing_ok=True)
     for index, (run, record) in enumerate(zip(runs, records)):
         if _train_recorded(run, config, record) == EXIT_RESUME:
-            later = [str(later_run.seed) if len(args.subset) == 1 else f"{later_run.subset} seed {later_run.seed}"
+            one_subset = len(args.subset) == 1
+            later = [f"seed {later_run.seed}" if one_subset else f"{later_run.subset} seed {later_run.seed}"
                      for later_run in runs[index + 1:]]
             if later:
-                print(f"not started: {'seed ' if len(args.subset) == 1 else ''}{', '.join(later)} (the same "
-                      "command again trains them after resuming the stopped run)")
+                print(f"not started: {', '.join(later)} (the same command again trains them after resuming "
+                      "the stopped run)")
             return EXIT_RESUME
     return 0
 
