@@ -28,10 +28,10 @@ def test_default_config_expands_the_whole_study(snakemake):
     assert run.returncode == 0, run.output
     jobs = run.job_counts()
     # seeds_per_job: all: one job trains (or predicts) the 3 seeds of a study, model and subset;
-    # modality_study.subsets_per_job: 3: the study's 15 subsets in 5 jobs of 3, train_modality_group1-5
+    # modality_study.subsets_per_job: 4: the study's 15 subsets in 4 jobs (4, 4, 4, 3), train_modality_group1-4
     assert "train_modality" not in jobs
     assert {rule: n for rule, n in jobs.items() if rule.startswith("train_modality_group")} == {
-        f"train_modality_group{k}": 1 for k in range(1, 6)}
+        f"train_modality_group{k}": 1 for k in range(1, 5)}
     assert jobs["train_detector"] == 2
     assert jobs["train_segmentor"] == 2
     assert jobs["train_baseline"] == _trained_baselines()

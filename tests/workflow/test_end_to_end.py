@@ -95,7 +95,7 @@ def test_reduced_study_runs_end_to_end(snakemake):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
 
     # every job left a log and a benchmark at the mirrored path (one per seed group: seeds_per_job: all;
-    # the modality study's two subsets in one job: config.yaml's subsets_per_job 3)
+    # the modality study's two subsets in one job: config.yaml's subsets_per_job 4)
     for job in ["modality/unet/groups/group1/train", "twostage/combined/selected/seeds/predict",
                 "ensembles/modality/t1c/ensemble", "data/index", "tables"]:
         assert (results / "logs" / f"{job}.log").is_file(), job
